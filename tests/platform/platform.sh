@@ -72,7 +72,7 @@ cmd_status() {
 	local name rc=0
 	for name in dockerd etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do
 		if pid_alive "$name"; then
-			printf '%-24s running (pid %s)\n' "$name" "$(cat "$GA_RUN/$name.pid")"
+			printf '%-24s running (pid %s)\n' "$name" "$(daemon_pid "$name")"
 		elif [[ $name == dockerd ]] && docker_ready; then
 			printf '%-24s running (not started by the platform)\n' "$name"
 		else

@@ -94,7 +94,7 @@ start_controllers() {
 
 write_containerd_config() {
 	mkdir -p "$GA_STATE/cni/net.d" "$GA_STATE/containerd"
-	cat >"$GA_STATE/containerd.toml" <<EOF
+	write_if_changed "$GA_STATE/containerd.toml" <<EOF
 version = 2
 root = "$GA_STATE/containerd"
 state = "$GA_RUN/containerd"
@@ -116,7 +116,7 @@ state = "$GA_RUN/containerd"
     conf_dir = "$GA_STATE/cni/net.d"
 EOF
 	# firewall: Docker sets FORWARD's policy to DROP; this plugin accepts pod traffic.
-	cat >"$GA_STATE/cni/net.d/10-gefyra-async.conflist" <<EOF
+	write_if_changed "$GA_STATE/cni/net.d/10-gefyra-async.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "gefyra-async-pods", "plugins": [
   {"type": "bridge", "bridge": "ga-cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
    "ipam": {"type": "host-local", "dataDir": "$GA_STATE/cni/ipam",
@@ -138,7 +138,7 @@ start_containerd() {
 start_kubelet() {
 	local ip=$1
 	mkdir -p "$GA_STATE/kubelet"
-	cat >"$GA_STATE/kubelet.yaml" <<EOF
+	write_if_changed "$GA_STATE/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
@@ -166,7 +166,7 @@ EOF
 }
 
 start_kube_proxy() {
-	cat >"$GA_STATE/kube-proxy.yaml" <<EOF
+	write_if_changed "$GA_STATE/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $KCFG/kube-proxy.kubeconfig}
@@ -185,12 +185,26 @@ start_coredns() {
 		die "applying the CoreDNS manifests failed"
 }
 
+# Ready, and posted by the kubelet that runs now: after a crash, etcd still holds the
+# old node's Ready status for a while.
 node_ready() {
-	[[ $($KUBECTL get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
+	local since=$1 cond
+	cond=$($KUBECTL get node "$NODE_NAME" \
+		-o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}')
+	[[ ${cond%% *} == True ]] && (($(date -d "${cond#* }" +%s) >= since))
+}
+
+# Cluster DNS answers from the host: proves kube-proxy's rules, the pod network, the
+# CoreDNS pod and its API watch all work, not just that objects say so.
+cluster_dns_ready() {
+	[[ $(python3 "$PLATFORM_DIR/tools/dns_probe.py" "$CLUSTER_DNS" kubernetes.default.svc.cluster.local 1) == 10.96.0.1 ]]
 }
 
 wait_cluster_ready() {
-	wait_for kubelet 180 node_ready
+	local since
+	# The kubelet posts its status when it starts; older heartbeats are not its own.
+	since=$(($(stat -c %Y "/proc/$(daemon_pid kubelet)") - 1))
+	wait_for kubelet 180 node_ready "$since"
 	wait_for kube-controller-manager 120 $KUBECTL -n default get serviceaccount default
 	if ! $KUBECTL -n kube-system rollout status deployment/coredns --timeout=180s >/dev/null 2>&1; then
 		$KUBECTL -n kube-system get pods -o wide >&2 || true
@@ -198,6 +212,7 @@ wait_cluster_ready() {
 		show_log kubelet
 		die "CoreDNS did not become ready"
 	fi
+	wait_for kube-proxy 60 cluster_dns_ready
 }
 
 # ---- teardown ----

@@ -17,6 +17,8 @@ GA_STATE=${GA_STATE:-/var/lib/gefyra-async-platform}
 GA_RUN=${GA_RUN:-/run/gefyra-async-platform}
 GA_LOG=${GA_LOG:-/var/log/gefyra-async-platform}
 
+# Go from the machine's /usr/local/go when it is not on PATH already.
+[[ -d /usr/local/go/bin ]] && PATH=$PATH:/usr/local/go/bin
 export GOTOOLCHAIN=local
 export GOMODCACHE=$GA_CACHE/go/mod
 export GOCACHE=$GA_CACHE/go/build
@@ -64,23 +66,30 @@ show_log() {
 	fi
 }
 
+# pid_alive NAME: the pid file names a live process that runs the program it was
+# started with (after a crash or reboot, the pid may belong to something else).
 pid_alive() {
-	local f=$GA_RUN/$1.pid
-	[[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null
+	local f=$GA_RUN/$1.pid pid prog
+	[[ -f $f ]] || return 1
+	{ read -r pid; read -r prog; } <"$f" || true
+	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
+	[[ -z $prog ]] || [[ $(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1) == "$prog" ]]
 }
+
+daemon_pid() { head -n1 "$GA_RUN/$1.pid"; }
 
 # start_daemon NAME CMD... : start in its own session with a pid file; reuse if running.
 start_daemon() {
 	local name=$1; shift
 	if pid_alive "$name"; then
-		log "$name already running (pid $(cat "$GA_RUN/$name.pid"))"
+		log "$name already running (pid $(daemon_pid "$name"))"
 		return 0
 	fi
 	mkdir -p "$GA_RUN" "$GA_LOG"
 	log "starting $name"
 	# 9>&-: the daemon must not inherit the lock `up` holds.
 	setsid "$@" >>"$GA_LOG/$name.log" 2>&1 </dev/null 9>&- &
-	echo $! >"$GA_RUN/$name.pid"
+	printf '%s\n%s\n' $! "$1" >"$GA_RUN/$name.pid"
 }
 
 # wait_for NAME SECONDS CMD... : poll CMD until it succeeds; on timeout show NAME's log and die.
@@ -103,14 +112,28 @@ wait_for() {
 stop_daemon() {
 	local name=$1 f=$GA_RUN/$1.pid pid
 	[[ -f $f ]] || return 0
-	pid=$(cat "$f")
-	if kill -0 "$pid" 2>/dev/null; then
+	pid=$(daemon_pid "$name")
+	if pid_alive "$name"; then
 		log "stopping $name (pid $pid)"
 		kill "$pid" 2>/dev/null || true
 		for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
 		kill -9 "$pid" 2>/dev/null || true
 	fi
 	rm -f "$f"
+}
+
+# write_if_changed FILE: stdin becomes FILE's content, but FILE is only replaced when the
+# content differs. kube-proxy exits when its config file changes under it, and a
+# running daemon should never see a config it was not started with.
+write_if_changed() {
+	local file=$1 tmp
+	tmp=$(mktemp "$file.XXXXXX")
+	cat >"$tmp"
+	if [[ -f $file ]] && cmp -s "$tmp" "$file"; then
+		rm -f "$tmp"
+	else
+		mv "$tmp" "$file"
+	fi
 }
 
 node_ip() {

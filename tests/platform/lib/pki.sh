@@ -48,7 +48,7 @@ ensure_pki() {
 		esac
 		write_kubeconfig "$KCFG/$name.kubeconfig" "https://$ip:6443" "$user" "$token"
 	done <"$PKI/tokens.csv"
-	cp "$KCFG/admin.kubeconfig" "$ADMIN_KUBECONFIG"
+	write_if_changed "$ADMIN_KUBECONFIG" <"$KCFG/admin.kubeconfig"
 }
 
 # write_kubeconfig FILE SERVER USER TOKEN (CA embedded, so the file stands alone)
@@ -56,7 +56,7 @@ write_kubeconfig() {
 	local ca
 	ca=$(base64 -w0 <"$PKI/ca.crt")
 	umask 077
-	cat >"$1" <<EOF
+	write_if_changed "$1" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
