@@ -9,6 +9,7 @@
 #   platform.sh build-image DIR NAME   docker build DIR, load NAME into the cluster
 #   platform.sh load-image NAME        load a Docker image into the cluster
 #   platform.sh kubeconfig         print the admin kubeconfig's path
+#   platform.sh env                paths, addresses and image names, as KEY=VALUE lines
 #   platform.sh demo               up, then deploy the demo workload and ask it who answers
 set -euo pipefail
 
@@ -119,9 +120,16 @@ load-image)
 	load_image "$2"
 	;;
 kubeconfig) echo "$ADMIN_KUBECONFIG" ;;
+env)
+	printf '%s\n' "KUBECONFIG=$ADMIN_KUBECONFIG" "KUBECTL=$BIN/kubectl" "K8S_VERSION=$K8S_VERSION" \
+		"NODE_NAME=$NODE_NAME" "NODE_IP=$(node_ip)" "CLUSTER_DNS=$CLUSTER_DNS" \
+		"POD_CIDR=$POD_CIDR" "SERVICE_CIDR=$SERVICE_CIDR" "TUNNEL_CIDR=$TUNNEL_CIDR" \
+		"BASE_IMAGE=$BASE_IMAGE" "DEMO_IMAGE=$DEMO_IMAGE" "IMAGE_PREFIX=$IMAGE_PREFIX" \
+		"GUARD_COMMENT=$GUARD_COMMENT" "LOG_DIR=$GA_LOG"
+	;;
 demo) cmd_demo ;;
 *)
-	sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+	awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0" >&2
 	exit 2
 	;;
 esac

@@ -15,14 +15,14 @@ import struct
 import sys
 
 
-def query(server: str, name: str, timeout: float) -> list[str]:
+def query(server: str, name: str, timeout: float, port: int = 53) -> list[str]:
     qid = random.randrange(1 << 16)
     header = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
     qname = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
     packet = header + qname + struct.pack("!HH", 1, 1)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
-        sock.sendto(packet, (server, 53))
+        sock.sendto(packet, (server, port))
         data, _ = sock.recvfrom(4096)
     rid, flags, _qd, ancount, _ns, _ar = struct.unpack("!HHHHHH", data[:12])
     if rid != qid or flags & 0x000F:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+from typing import cast
 
 SERVED_BY = os.environ.get("SERVED_BY") or socket.gethostname()
 HTTP_PORT = int(os.environ.get("HTTP_PORT", "8080"))
@@ -71,10 +72,10 @@ async def tcp_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 
 class UdpEcho(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        # asyncio's selector transport does not subclass DatagramTransport; cast only.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        assert isinstance(self.transport, asyncio.DatagramTransport)
         self.transport.sendto(f"{SERVED_BY}: ".encode() + data, addr)
 
 

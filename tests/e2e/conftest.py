@@ -1,0 +1,94 @@
+"""Fixtures for tests against the real local platform (see tests/platform/).
+
+The platform must be running (`sudo bash tests/platform/platform.sh up`; `tests/run.sh`
+starts it). When it is not, every e2e test fails with that instruction; none is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiodocker
+import pytest
+from kubernetes_asyncio import client, config
+
+from tests.e2e.platform import ImageLoader, Platform, PlatformError, poll, unique_name
+
+TEST_LABEL = "gefyra-async.dev/e2e-test"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/tests/e2e/" in str(item.path):
+            item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.anyio)
+
+
+@pytest.fixture(scope="session")
+def platform() -> Platform:
+    try:
+        return Platform.discover()
+    except PlatformError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(platform: Platform) -> str:
+    return str(platform.kubeconfig)
+
+
+@pytest.fixture
+async def kube(kubeconfig: str) -> AsyncIterator[client.ApiClient]:
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    async with client.ApiClient(configuration) as api:
+        yield api
+
+
+@pytest.fixture
+def core(kube: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(kube)
+
+
+@pytest.fixture
+async def docker() -> AsyncIterator[aiodocker.Docker]:
+    async with aiodocker.Docker() as docker:
+        yield docker
+
+
+@pytest.fixture(scope="session")
+def image_loader(platform: Platform) -> ImageLoader:
+    return ImageLoader(platform)
+
+
+@pytest.fixture
+async def namespace(core: client.CoreV1Api, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A fresh namespace for one test, deleted (and waited for) afterwards."""
+    slug = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    name = unique_name(f"t-{slug}")
+    body: Any = {"metadata": {"name": name, "labels": {TEST_LABEL: "true"}}}
+    await core.create_namespace(body)
+    try:
+        # Pods are refused until the namespace's default service account exists.
+        async def has_default_account() -> bool | None:
+            accounts = await core.list_namespaced_service_account(
+                name, field_selector="metadata.name=default"
+            )
+            return True if accounts.items else None
+
+        await poll(has_default_account, within=60, what=f"service account {name}/default exists")
+        yield name
+    finally:
+        await core.delete_namespace(name, grace_period_seconds=0)
+
+        async def gone() -> bool | None:
+            try:
+                await core.read_namespace(name)
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    return True
+                raise
+            return None
+
+        await poll(gone, within=120, what=f"namespace {name} deleted")
