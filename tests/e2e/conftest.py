@@ -1,6 +1,6 @@
 """Fixtures for tests against the real local platform (see tests/platform/).
 
-The platform must be running (`sudo bash tests/platform/platform.sh up`; `tests/run.sh`
+The platform must be running (`bash tests/platform/platform.sh up`, as root; `tests/run.sh`
 starts it). When it is not, every e2e test fails with that instruction; none is skipped.
 """
 

@@ -20,7 +20,7 @@ from kubernetes_asyncio import client
 
 REPO = Path(__file__).resolve().parents[2]
 PLATFORM_SH = REPO / "tests" / "platform" / "platform.sh"
-START_HINT = "start it with: sudo bash tests/platform/platform.sh up"
+START_HINT = "start it (as root) with: bash tests/platform/platform.sh up"
 
 
 T = TypeVar("T")

@@ -24,7 +24,7 @@ source "$PLATFORM_DIR/lib/cluster.sh"
 # shellcheck source=lib/images.sh
 source "$PLATFORM_DIR/lib/images.sh"
 
-require_root() { ((EUID == 0)) || die "the platform needs root (it starts dockerd, containerd and kubelet); run it with sudo"; }
+require_root() { ((EUID == 0)) || die "the platform needs root (it starts dockerd, containerd and kubelet); run it as root"; }
 
 cmd_up() {
 	require_root
