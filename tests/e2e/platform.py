@@ -128,6 +128,16 @@ class ImageLoader:
             )
         return name
 
+    async def remove(self, name: str) -> None:
+        """Remove a project image from the cluster's containerd and from Docker."""
+        result = await anyio.run_process(
+            ["bash", str(PLATFORM_SH), "remove-image", name], check=False
+        )
+        if result.returncode != 0:
+            raise PlatformError(
+                f"removing image {name} failed: {result.stderr.decode(errors='replace').strip()}"
+            )
+
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"

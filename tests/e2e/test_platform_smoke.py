@@ -55,8 +55,10 @@ async def test_node_ready_and_pod_from_locally_built_image_runs(
     (tmp_path / "marker").write_text(marker + "\n")
     (tmp_path / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nCOPY marker /marker\n")
     image = await image_loader.build(tmp_path, image_loader.name("smoke-marker"))
-
-    phase, log = await run_pod(core, namespace, image, ["cat", "/marker"])
+    try:
+        phase, log = await run_pod(core, namespace, image, ["cat", "/marker"])
+    finally:
+        await image_loader.remove(image)
     assert (phase, log.strip()) == ("Succeeded", marker)
 
 

@@ -8,6 +8,7 @@
 #   platform.sh status             what runs, the node, the admin kubeconfig
 #   platform.sh build-image DIR NAME   docker build DIR, load NAME into the cluster
 #   platform.sh load-image NAME        load a Docker image into the cluster
+#   platform.sh remove-image NAME      remove a project image from the cluster and Docker
 #   platform.sh kubeconfig         print the admin kubeconfig's path
 #   platform.sh env                paths, addresses and image names, as KEY=VALUE lines
 #   platform.sh demo               up, then deploy the demo workload and ask it who answers
@@ -56,6 +57,11 @@ cmd_down() {
 	require_root
 	local purge=${1:-}
 	stop_cluster
+	if [[ $purge == --purge ]] && docker_ready; then
+		# The images the platform made, so the next `up` starts from nothing.
+		docker image ls --format '{{.Repository}}:{{.Tag}}' |
+			grep -E "^($IMAGE_PREFIX/|${PAUSE_IMAGE%%:*}:)" | xargs -r docker rmi -f >/dev/null || true
+	fi
 	if pid_alive dockerd; then
 		# Containers the tests left behind go with the engine we started.
 		stop_daemon dockerd
@@ -118,6 +124,10 @@ build-image)
 load-image)
 	[[ $# -eq 2 ]] || die "usage: platform.sh load-image NAME"
 	load_image "$2"
+	;;
+remove-image)
+	[[ $# -eq 2 ]] || die "usage: platform.sh remove-image NAME"
+	remove_image "$2"
 	;;
 kubeconfig) echo "$ADMIN_KUBECONFIG" ;;
 env)

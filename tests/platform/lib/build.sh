@@ -39,7 +39,7 @@ build_kubernetes() {
 		ldf+=" -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
 		ldf+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 	done
-	log "building Kubernetes v$K8S_VERSION from Go modules (cold: ~20-40 min on 2 cores; log: $GA_LOG/build-kubernetes.log)"
+	log "building Kubernetes v$K8S_VERSION from Go modules (cold: about 6 min on 2 cores; log: $GA_LOG/build-kubernetes.log)"
 	mkdir -p "$BIN.tmp"
 	(cd "$src" && go build -trimpath -ldflags "$ldf" -o "$BIN.tmp/" \
 		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \

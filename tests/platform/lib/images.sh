@@ -48,8 +48,14 @@ build_image() {
 	local dir=$1 name=$2
 	[[ -f $dir/Dockerfile ]] || die "no Dockerfile in '$dir'"
 	ensure_base_image
+	local old
+	old=$(docker image inspect -f '{{.Id}}' "$name" 2>/dev/null || true)
 	docker build -q --build-arg "BASE=$BASE_IMAGE" -t "$name" "$dir" >"$GA_LOG/docker-build.log" 2>&1 ||
 		{ show_log docker-build; die "docker build of '$dir' failed"; }
+	# The build it replaces would linger as <none>; drop it unless something uses it.
+	if [[ -n $old && $old != $(docker image inspect -f '{{.Id}}' "$name") ]]; then
+		docker rmi "$old" >/dev/null 2>&1 || true
+	fi
 	load_image "$name"
 }
 
@@ -82,4 +88,17 @@ ensure_images() {
 	load_image "$BASE_IMAGE"
 	ensure_coredns_image
 	build_image "$PLATFORM_DIR/images/demo" "$DEMO_IMAGE"
+}
+
+# remove_image NAME: drop a project image from the cluster's containerd and from Docker.
+remove_image() {
+	local name=$1
+	[[ $name == "$IMAGE_PREFIX"/* ]] || die "only project images ($IMAGE_PREFIX/...) can be removed"
+	if containerd_ready >/dev/null 2>&1; then
+		$CTR images rm "$name" >/dev/null 2>&1 || true
+	fi
+	rm -f "$GA_STATE/loaded/$(tr '/:' '__' <<<"$name")"
+	if docker_has_image "$name"; then
+		docker rmi "$name" >/dev/null || die "docker rmi '$name' failed"
+	fi
 }
