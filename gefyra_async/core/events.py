@@ -1,0 +1,106 @@
+"""Typed events: small frozen dataclasses that actors publish on the bus.
+
+An event is a hint that something changed ("look again now"), never the only carrier of
+state: an actor that misses one still converges through its periodic resync.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of every event. ``at`` is a monotonic timestamp taken when it was made."""
+
+    at: float = field(default_factory=time.monotonic, compare=False)
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+# ---- Docker -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerEvent(Event):
+    """A Docker container changed: ``action`` is Docker's (start, die, destroy, ...)."""
+
+    container_id: str
+    name: str
+    action: str
+    labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DockerStreamState(Event):
+    """The Docker event stream connected (``connected=True``) or was lost."""
+
+    connected: bool
+    reason: str = ""
+
+
+# ---- Kubernetes ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class KubeObjectEvent(Event):
+    """A watched Kubernetes object changed; ``type`` is ADDED, MODIFIED or DELETED.
+
+    ``relisted`` marks objects seen in a full list (after start or a 410 Gone), so a
+    consumer can tell a fresh snapshot from an incremental change.
+    """
+
+    resource: str
+    namespace: str
+    name: str
+    type: str
+    resource_version: str
+    obj: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+    relisted: bool = False
+
+
+# ---- Tunnel -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TunnelStats(Event):
+    """One WireGuard peer's state as read from the device."""
+
+    interface: str
+    peer: str
+    endpoint: str | None
+    last_handshake: float | None
+    rx_bytes: int
+    tx_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TunnelHealth(Event):
+    """The watchdog's verdict on a tunnel: healthy or not, and why."""
+
+    interface: str
+    healthy: bool
+    reason: str
+
+
+# ---- Supervision --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActorFailed(Event):
+    """An actor raised; the supervisor restarts it after ``retry_in`` seconds."""
+
+    actor: str
+    error: str
+    restarts: int
+    retry_in: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resync(Event):
+    """Periodic nudge: reconcile now even if no event said so."""
+
+    reason: str = "periodic"

@@ -1,0 +1,103 @@
+"""Every timeout and limit of gefyra-async, named and documented in one place.
+
+Values can be overridden with environment variables ``GEFYRA_ASYNC_<NAME>`` (upper case),
+e.g. ``GEFYRA_ASYNC_TUNNEL_PORT=31821``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+ENV_PREFIX = "GEFYRA_ASYNC_"
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True)
+class Settings:
+    # ---- names ----
+    api_group: str = field(
+        default="gefyra-async.dev",
+        metadata=_doc("API group of the project's custom resources (not gefyra.dev)"),
+    )
+    namespace: str = field(
+        default="gefyra-async", metadata=_doc("cluster namespace of stowaway and its objects")
+    )
+    # ---- bus and supervision ----
+    bus_buffer: int = field(
+        default=256, metadata=_doc("events a subscriber may have queued before new ones drop")
+    )
+    backoff_initial: float = field(
+        default=0.2, metadata=_doc("seconds before the first restart of a failed actor")
+    )
+    backoff_max: float = field(default=10.0, metadata=_doc("longest restart delay, seconds"))
+    backoff_reset_after: float = field(
+        default=30.0, metadata=_doc("a run this long (seconds) resets the restart backoff")
+    )
+    resync_period: float = field(
+        default=30.0, metadata=_doc("seconds between reconciliations no event asked for")
+    )
+    shutdown_timeout: float = field(
+        default=10.0, metadata=_doc("seconds cleanup may take on shutdown before it is cut off")
+    )
+    # ---- Kubernetes ----
+    kube_request_timeout: float = field(
+        default=30.0, metadata=_doc("seconds one Kubernetes API request may take")
+    )
+    kube_watch_timeout: int = field(
+        default=300, metadata=_doc("server-side timeout of one watch call, seconds")
+    )
+    # ---- Docker ----
+    docker_reconnect_delay: float = field(
+        default=1.0, metadata=_doc("seconds before reconnecting a lost Docker event stream")
+    )
+    # ---- tunnel ----
+    tunnel_port: int = field(
+        default=31820, metadata=_doc("UDP port of the tunnel (NodePort of stowaway's Service)")
+    )
+    tunnel_cidr: str = field(
+        default="10.250.0.0/16", metadata=_doc("addresses handed to clients' tunnel ends")
+    )
+    tunnel_mtu: int = field(default=1380, metadata=_doc("MTU of the WireGuard interfaces"))
+    keepalive: int = field(
+        default=15, metadata=_doc("WireGuard persistent keepalive of clients, seconds")
+    )
+    handshake_stale_after: float = field(
+        default=180.0,
+        metadata=_doc("a tunnel whose last handshake is older (seconds) counts as down"),
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Defaults, overridden by ``GEFYRA_ASYNC_*`` variables; bad values raise ValueError."""
+        env = os.environ if environ is None else environ
+        changes: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            kind: type[int] | type[float] | type[str] = (
+                int
+                if isinstance(f.default, int)
+                else float
+                if isinstance(f.default, float)
+                else str
+            )
+            try:
+                changes[f.name] = kind(raw)
+            except ValueError:
+                raise ValueError(
+                    f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {kind.__name__} "
+                    f"({f.metadata['doc']})"
+                ) from None
+        return dataclasses.replace(cls(), **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, object, str]]:
+        """(name, default, documentation) of every setting."""
+        return [(f.name, f.default, f.metadata["doc"]) for f in fields(cls)]
