@@ -9,14 +9,19 @@ Keys on this channel are hex; everywhere else in gefyra-async they are base64.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import anyio.abc
+import structlog
 
 from gefyra_async.adapters.wgkeys import KeyPair, key_from_hex, key_to_hex
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_SOCKET_DIR = Path("/var/run/wireguard")
 MAX_RESPONSE = 4 * 1024 * 1024
@@ -188,3 +193,59 @@ class Uapi:
             raise WireGuardError(
                 f"WireGuard device {self.interface!r} refused the change: {answer.strip()!r}"
             )
+
+
+async def run_wireguard_go(
+    interface: str,
+    *,
+    binary: str = "wireguard-go",
+    socket_dir: Path = DEFAULT_SOCKET_DIR,
+    start_timeout: float = 10.0,
+    task_status: anyio.abc.TaskStatus[Uapi] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a wireguard-go device until cancelled; ``started`` hands out its Uapi.
+
+    Raises WireGuardError when the process cannot start or exits on its own, so the
+    supervising actor restarts it (and re-applies its configuration). Its output is
+    drained into the log, so a chatty device can never block on a full pipe.
+    """
+    uapi = Uapi(interface, socket_dir)
+    env = {**os.environ, "WG_PROCESS_FOREGROUND": "1", "LOG_LEVEL": "error"}
+    output: list[str] = []
+    try:
+        proc = await anyio.open_process(
+            [binary, "-f", interface], env=env, stderr=subprocess.STDOUT
+        )
+    except OSError as exc:
+        raise WireGuardError(f"cannot start {binary} for {interface}: {exc.strerror}") from None
+
+    async def drain() -> None:
+        assert proc.stdout is not None
+        async for chunk in proc.stdout:
+            for line in chunk.decode(errors="replace").splitlines():
+                output.append(line)
+                del output[:-20]
+                log.debug("wireguard-go", interface=interface, line=line)
+
+    failure = ""
+    try:
+        async with proc, anyio.create_task_group() as tg:
+            tg.start_soon(drain)
+            with anyio.move_on_after(start_timeout):
+                while not uapi.exists() and proc.returncode is None:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+            if uapi.exists():
+                task_status.started(uapi)
+                code = await proc.wait()
+                failure = f"{binary} for {interface} exited with status {code}"
+            else:
+                failure = f"{binary} did not create {uapi.path} for {interface}"
+            tg.cancel_scope.cancel()
+        raise WireGuardError(f"{failure}: " + (" / ".join(output[-3:]) or "no output"))
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            with anyio.move_on_after(5, shield=True):
+                await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
