@@ -88,6 +88,7 @@ ensure_images() {
 	load_image "$BASE_IMAGE"
 	ensure_coredns_image
 	build_image "$PLATFORM_DIR/images/demo" "$DEMO_IMAGE"
+	ensure_product_images
 }
 
 # remove_image NAME: drop a project image from the cluster's containerd and from Docker.
@@ -101,4 +102,63 @@ remove_image() {
 	if docker_has_image "$name"; then
 		docker rmi "$name" >/dev/null || die "docker rmi '$name' failed"
 	fi
+}
+
+# The runtime dependencies of gefyra_async, installed once per pyproject.toml into a
+# cached folder that every product image copies (the images have python3 but no pip).
+python_deps_dir() {
+	local stamp dir
+	stamp=$(build_stamp "$REPO_DIR/pyproject.toml")
+	dir=$GA_CACHE/image-deps/$stamp
+	if [[ ! -d $dir ]]; then
+		python3 -m pip --version >/dev/null 2>&1 || die "python3 has no pip; it is needed to build the product images"
+		local deps
+		deps=$(python3 -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' \
+			"$REPO_DIR/pyproject.toml") || die "cannot read the dependencies from pyproject.toml"
+		log "installing the product images' Python dependencies into $dir"
+		mapfile -t deps <<<"$deps"
+		python3 -m pip install -q --no-compile --disable-pip-version-check --target "$dir.tmp" "${deps[@]}" \
+			>"$GA_LOG/image-deps.log" 2>&1 || { show_log image-deps; rm -rf "$dir.tmp"; die "pip install of the image dependencies failed"; }
+		mv "$dir.tmp" "$dir"
+	fi
+	echo "$dir"
+}
+
+# build_product_image DIR NAME [load]: an image of gefyra_async (stowaway/, cargo/, ...):
+# the Dockerfile in DIR, the package and its dependencies, wireguard-go. Rebuilt only
+# when any of them changed; with "load", also loaded into the cluster.
+build_product_image() {
+	local dir=$1 name=$2 load=${3:-} deps stamp ctx
+	deps=$(python_deps_dir)
+	stamp=$(cd "$REPO_DIR" && find gefyra_async -name '*.py' -print0 | sort -z | xargs -0 cat |
+		cat - "$dir/Dockerfile" "$REPO_DIR/pyproject.toml" "$(command -v wireguard-go)" | sha256sum | cut -c1-16)
+	if [[ $(docker image inspect -f '{{index .Config.Labels "gefyra-async.dev/stamp"}}' "$name" 2>/dev/null) != "$stamp" ]]; then
+		ensure_base_image
+		ctx=$(mktemp -d)
+		cp "$dir/Dockerfile" "$ctx/"
+		cp "$(command -v wireguard-go)" "$ctx/wireguard-go"
+		cp -a "$deps" "$ctx/site"
+		(cd "$REPO_DIR" && find gefyra_async \( -name '*.py' -o -name py.typed \) -print0 | tar --null -T - -c) |
+			tar -C "$ctx/site" -x
+		local old
+		old=$(docker image inspect -f '{{.Id}}' "$name" 2>/dev/null || true)
+		docker build -q --build-arg "BASE=$BASE_IMAGE" --label "gefyra-async.dev/stamp=$stamp" -t "$name" "$ctx" \
+			>"$GA_LOG/docker-build.log" 2>&1 || { rm -rf "$ctx"; show_log docker-build; die "docker build of $name failed"; }
+		rm -rf "$ctx"
+		[[ -n $old ]] && docker rmi "$old" >/dev/null 2>&1 || true
+		log "built $name"
+	fi
+	[[ $load == load ]] && load_image "$name"
+	return 0
+}
+
+product_version() {
+	python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$REPO_DIR/pyproject.toml"
+}
+
+ensure_product_images() {
+	local version
+	version=$(product_version)
+	build_product_image "$REPO_DIR/stowaway" "$IMAGE_PREFIX/stowaway:$version" load
+	build_product_image "$REPO_DIR/cargo" "$IMAGE_PREFIX/cargo:$version"
 }

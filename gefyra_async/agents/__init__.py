@@ -1,0 +1,1 @@
+"""Process entry points inside the project's images: stowaway and cargo agents."""
