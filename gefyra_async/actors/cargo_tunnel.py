@@ -1,0 +1,98 @@
+"""Cargo's tunnel: the WireGuard client end of one connection.
+
+Cargo holds the connection's private key (it never leaves the developer machine), peers
+with stowaway through the tunnel Service, routes the cluster's ranges into the tunnel and
+masquerades the app containers' traffic behind its tunnel address. With a persistent
+keepalive the peer re-handshakes by itself after stowaway or the node comes back, so a
+dropped tunnel heals without anyone acting; if the device itself dies, the supervisor
+restarts this actor, which rebuilds it from the same configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+import structlog
+
+from gefyra_async.adapters.iptables import ensure_rule
+from gefyra_async.adapters.netlink import configure_link, replace_routes
+from gefyra_async.adapters.wireguard import PeerConfig, Uapi, run_wireguard_go
+from gefyra_async.core.bus import EventBus
+from gefyra_async.core.events import TunnelStats
+
+log = structlog.get_logger(__name__)
+
+INTERFACE = "wg0"
+
+
+@dataclass(frozen=True)
+class TunnelConfig:
+    private_key: str
+    address: str  # this end's tunnel address
+    server_public_key: str
+    endpoint: str  # host:port of stowaway's tunnel Service
+    routes: tuple[str, ...]
+    mtu: int = 1380
+    keepalive: int = 15
+    stats_period: float = 5.0
+
+
+class CargoTunnel:
+    name = "cargo-tunnel"
+
+    def __init__(self, config: TunnelConfig) -> None:
+        self.config = config
+
+    async def run(self, bus: EventBus) -> None:
+        c = self.config
+        async with anyio.create_task_group() as tg:
+            uapi: Uapi = await tg.start(run_wireguard_go, INTERFACE)
+            await uapi.set(
+                private_key=c.private_key,
+                replace_peers=True,
+                peers=[
+                    PeerConfig(
+                        c.server_public_key,
+                        list(c.routes),
+                        endpoint=c.endpoint,
+                        persistent_keepalive=c.keepalive,
+                    )
+                ],
+            )
+            await configure_link(INTERFACE, f"{c.address}/32", mtu=c.mtu)
+            await replace_routes(INTERFACE, c.routes)
+            # Apps' packets leave with cargo's tunnel address: stowaway knows how to answer it.
+            await ensure_rule("nat", "POSTROUTING", ["-o", INTERFACE, "-j", "MASQUERADE"])
+            # TCP through the tunnel must fit its MTU, whatever the apps' interfaces say.
+            await ensure_rule(
+                "mangle",
+                "FORWARD",
+                [
+                    "-o",
+                    INTERFACE,
+                    "-p",
+                    "tcp",
+                    "--tcp-flags",
+                    "SYN,RST",
+                    "SYN",
+                    "-j",
+                    "TCPMSS",
+                    "--clamp-mss-to-pmtu",
+                ],
+            )
+            log.info("tunnel configured", address=c.address, endpoint=c.endpoint, routes=c.routes)
+            while True:
+                state = await uapi.get()
+                for key, peer in state.peers.items():
+                    bus.publish(
+                        TunnelStats(
+                            interface=INTERFACE,
+                            peer=key,
+                            endpoint=peer.endpoint,
+                            last_handshake=peer.last_handshake,
+                            rx_bytes=peer.rx_bytes,
+                            tx_bytes=peer.tx_bytes,
+                        )
+                    )
+                await anyio.sleep(c.stats_period)
