@@ -34,7 +34,13 @@ class Clients:
         )
 
     async def list(self) -> list[dict[str, Any]]:
-        result = await self.custom.list_namespaced_custom_object(*self._args())
+        """Every Client; none when the custom resource is not installed."""
+        try:
+            result = await self.custom.list_namespaced_custom_object(*self._args())
+        except ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise
         items: list[dict[str, Any]] = result.get("items", [])
         return items
 
@@ -136,3 +142,141 @@ async def incluster_api() -> ApiClient:
     configuration = client.Configuration()
     config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     return ApiClient(configuration)
+
+
+async def deployment_available(api: ApiClient, namespace: str, name: str) -> bool:
+    try:
+        deployment = await client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    status = deployment.status
+    return bool(
+        status.available_replicas
+        and status.updated_replicas == deployment.spec.replicas
+        and (status.observed_generation or 0) >= deployment.metadata.generation
+    )
+
+
+async def crd_established(api: ApiClient, name: str) -> bool:
+    try:
+        crd = await client.ApiextensionsV1Api(api).read_custom_resource_definition(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+
+
+async def namespace_exists(api: ApiClient, name: str) -> bool:
+    try:
+        await client.CoreV1Api(api).read_namespace(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+class WorkloadError(RuntimeError):
+    """A workload named by the user does not exist or has no ready pod."""
+
+
+WORKLOAD_KINDS = {
+    "deploy": "deployment",
+    "deployment": "deployment",
+    "deployments": "deployment",
+    "sts": "statefulset",
+    "statefulset": "statefulset",
+    "statefulsets": "statefulset",
+    "pod": "pod",
+    "pods": "pod",
+    "po": "pod",
+}
+
+
+async def ready_pod_of(api: ApiClient, namespace: str, kind: str, name: str) -> Any:
+    """A Ready pod of the workload KIND/NAME (deployment, statefulset or pod)."""
+    core = client.CoreV1Api(api)
+    if not await namespace_exists(api, namespace):
+        raise WorkloadError(f"namespace {namespace!r} does not exist")
+    normal = WORKLOAD_KINDS.get(kind.lower())
+    if normal is None:
+        raise WorkloadError(f"{kind!r} is not a workload kind; use deployment, statefulset or pod")
+    try:
+        if normal == "pod":
+            pods = [await core.read_namespaced_pod(name, namespace)]
+        else:
+            apps = client.AppsV1Api(api)
+            read = (
+                apps.read_namespaced_deployment
+                if normal == "deployment"
+                else apps.read_namespaced_stateful_set
+            )
+            workload = await read(name, namespace)
+            selector = ",".join(f"{k}={v}" for k, v in workload.spec.selector.match_labels.items())
+            pods = (await core.list_namespaced_pod(namespace, label_selector=selector)).items
+    except ApiException as exc:
+        if exc.status == 404:
+            raise WorkloadError(
+                f"{normal} {name!r} does not exist in namespace {namespace!r}"
+            ) from None
+        raise
+    for pod in pods:
+        conditions = {c.type: c.status for c in pod.status.conditions or []}
+        if conditions.get("Ready") == "True" and not pod.metadata.deletion_timestamp:
+            return pod
+    raise WorkloadError(f"{normal} {name!r} in namespace {namespace!r} has no ready pod")
+
+
+async def exec_in_pod(
+    api: ApiClient, namespace: str, pod: str, container: str, command: list[str]
+) -> str:
+    """Run COMMAND in a pod's container through the exec API; return its output."""
+    from kubernetes_asyncio.stream import WsApiClient
+
+    async with WsApiClient(configuration=api.configuration) as ws:
+        # The generated signature says str; the websocket client takes the argv list.
+        argv: Any = command
+        output = await client.CoreV1Api(ws).connect_get_namespaced_pod_exec(
+            pod,
+            namespace,
+            command=argv,
+            container=container,
+            stderr=False,
+            stdin=False,
+            stdout=True,
+            tty=False,
+        )
+    return str(output)
+
+
+async def objects_with_label(api: ApiClient, label: str) -> list[str]:
+    """``kind/namespace/name`` of every object of the kinds gefyra-async creates that
+    carries LABEL, in any namespace: what ``down`` must have removed."""
+    core, apps, rbac = (
+        client.CoreV1Api(api),
+        client.AppsV1Api(api),
+        client.RbacAuthorizationV1Api(api),
+    )
+    ext = client.ApiextensionsV1Api(api)
+    found: list[str] = []
+    listings: list[tuple[str, Any]] = [
+        ("Namespace", core.list_namespace),
+        ("Pod", core.list_pod_for_all_namespaces),
+        ("Service", core.list_service_for_all_namespaces),
+        ("ServiceAccount", core.list_service_account_for_all_namespaces),
+        ("Secret", core.list_secret_for_all_namespaces),
+        ("Deployment", apps.list_deployment_for_all_namespaces),
+        ("Role", rbac.list_role_for_all_namespaces),
+        ("RoleBinding", rbac.list_role_binding_for_all_namespaces),
+        ("ClusterRole", rbac.list_cluster_role),
+        ("ClusterRoleBinding", rbac.list_cluster_role_binding),
+        ("CustomResourceDefinition", ext.list_custom_resource_definition),
+    ]
+    for kind, lister in listings:
+        result = await lister(label_selector=label)
+        for item in result.items:
+            found.append(f"{kind}/{item.metadata.namespace or '-'}/{item.metadata.name}")
+    return found

@@ -1,0 +1,110 @@
+"""The cargo agent: ``python3 -m gefyra_async.agents.cargo`` in a connection's cargo container.
+
+Actors: the tunnel (WireGuard client end), the DNS forwarder (cargo's address → cluster
+DNS, only), the Docker event source and the route manager. ``route CONTAINER`` applies a
+container's default route at once and exits 0 when it is in place (used by ``run``).
+Configuration comes from the environment the CLI set when it created cargo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import anyio
+import structlog
+
+from gefyra_async.actors.cargo_tunnel import INTERFACE, CargoTunnel, TunnelConfig
+from gefyra_async.actors.dns import DnsForwarderActor
+from gefyra_async.actors.docker_events import DockerEventsActor
+from gefyra_async.actors.route_manager import RouteManager
+from gefyra_async.adapters.containers import docker_client, inspect
+from gefyra_async.adapters.dns import Endpoint
+from gefyra_async.adapters.wireguard import Uapi
+from gefyra_async.core.actor import Actor, Backoff, Supervisor
+from gefyra_async.core.bus import EventBus
+from gefyra_async.core.logging import configure_logging
+from gefyra_async.core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise SystemExit(f"cargo: {name} is not set; cargo is started by `gefyra-async up`")
+    return value
+
+
+async def agent() -> None:
+    settings = Settings.from_env()
+    connection = env("GEFYRA_ASYNC_CONNECTION")
+    cargo_ip = env("CARGO_IP")
+    tunnel = TunnelConfig(
+        private_key=env("CARGO_PRIVATE_KEY"),
+        address=env("CARGO_ADDRESS"),
+        server_public_key=env("CARGO_SERVER_KEY"),
+        endpoint=env("CARGO_ENDPOINT"),
+        routes=tuple(env("CARGO_ROUTES").split(",")),
+        mtu=settings.tunnel_mtu,
+        keepalive=settings.keepalive,
+    )
+    bus = EventBus(settings.bus_buffer)
+    actors: list[Actor] = [
+        CargoTunnel(tunnel),
+        DnsForwarderActor(Endpoint(cargo_ip, 53), Endpoint(env("CARGO_DNS"), 53)),
+        DockerEventsActor(docker_client, settings.docker_reconnect_delay),
+        RouteManager(docker_client, connection, cargo_ip, settings.resync_period),
+    ]
+    log.info("cargo starting", connection=connection, address=tunnel.address)
+    await Supervisor(
+        bus,
+        actors,
+        Backoff(settings.backoff_initial, settings.backoff_max, 2.0, settings.backoff_reset_after),
+    ).run()
+
+
+async def route(container: str) -> int:
+    connection = env("GEFYRA_ASYNC_CONNECTION")
+    manager = RouteManager(docker_client, connection, env("CARGO_IP"))
+    async with docker_client() as docker:
+        info = await inspect(docker, container)
+    if info is None or not info.running:
+        print(f"cargo: container {container} is not running", file=sys.stderr)
+        return 1
+    await manager.apply(info)
+    return 0
+
+
+async def stats() -> int:
+    """Print the tunnel's peer counters as JSON (for the supervisor's live view)."""
+    state = await Uapi(INTERFACE).get()
+    print(
+        json.dumps(
+            [
+                {
+                    "peer": key,
+                    "endpoint": peer.endpoint,
+                    "lastHandshake": peer.last_handshake,
+                    "rxBytes": peer.rx_bytes,
+                    "txBytes": peer.tx_bytes,
+                }
+                for key, peer in state.peers.items()
+            ]
+        )
+    )
+    return 0
+
+
+def main() -> None:
+    configure_logging(debug=bool(os.environ.get("GEFYRA_ASYNC_DEBUG")))
+    if len(sys.argv) == 3 and sys.argv[1] == "route":
+        sys.exit(anyio.run(route, sys.argv[2]))
+    if len(sys.argv) == 2 and sys.argv[1] == "stats":
+        sys.exit(anyio.run(stats))
+    anyio.run(agent)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Install and remove the cluster side (namespace, CRD, RBAC, stowaway, tunnel Service)."""
+
+from __future__ import annotations
+
+import anyio
+import structlog
+
+from gefyra_async import __version__
+from gefyra_async.adapters.kube_apply import apply, delete
+from gefyra_async.adapters.kube_objects import (
+    crd_established,
+    deployment_available,
+    namespace_exists,
+)
+from gefyra_async.api.context import Context, UserError
+from gefyra_async.core import manifests, names
+
+log = structlog.get_logger(__name__)
+
+
+def stowaway_image() -> str:
+    return f"{names.IMAGE_PREFIX}/stowaway:{__version__}"
+
+
+def cargo_image() -> str:
+    return f"{names.IMAGE_PREFIX}/cargo:{__version__}"
+
+
+async def _wait(check: object, what: str, within: float, hint: str) -> None:
+    with anyio.move_on_after(within):
+        while not await check():  # type: ignore[operator]  # noqa: ASYNC110 - polls the API
+            await anyio.sleep(0.5)
+        return
+    raise UserError(f"{what} was not ready after {within:.0f}s; {hint}")
+
+
+async def install(ctx: Context, image: str | None = None) -> None:
+    """Create or update the cluster side and wait until stowaway is available."""
+    s = ctx.settings
+    cluster_objects = [
+        manifests.namespace(s),
+        manifests.crd(s),
+        manifests.service_account(s),
+        manifests.role(s),
+        manifests.cluster_role(s),
+        manifests.role_binding(s),
+        manifests.cluster_role_binding(s),
+        manifests.tunnel_service(s),
+        manifests.stowaway_deployment(s, image or stowaway_image()),
+    ]
+    for obj in cluster_objects:
+        await apply(ctx.api, obj)
+    crd_name = f"{names.CLIENT_PLURAL}.{s.api_group}"
+
+    async def established() -> bool:
+        return await crd_established(ctx.api, crd_name)
+
+    async def available() -> bool:
+        return await deployment_available(ctx.api, s.namespace, names.STOWAWAY)
+
+    await _wait(established, f"the custom resource {crd_name}", 30, "check the API server")
+    await _wait(
+        available,
+        f"stowaway in namespace {s.namespace}",
+        s.kube_request_timeout * 4,
+        f"see `kubectl -n {s.namespace} describe pods` (is the image "
+        f"{image or stowaway_image()} available to the cluster?)",
+    )
+
+
+async def uninstall(ctx: Context, *, within: float = 120) -> bool:
+    """Remove the cluster side; waits until the namespace is gone. False: nothing was there."""
+    s = ctx.settings
+    found = False
+    for obj in reversed(
+        [
+            manifests.namespace(s),
+            manifests.crd(s),
+            manifests.service_account(s),
+            manifests.role(s),
+            manifests.cluster_role(s),
+            manifests.role_binding(s),
+            manifests.cluster_role_binding(s),
+            manifests.tunnel_service(s),
+            manifests.stowaway_deployment(s, ""),
+        ]
+    ):
+        found = await delete(ctx.api, obj) or found
+
+    async def gone() -> bool:
+        return not await namespace_exists(ctx.api, s.namespace)
+
+    await _wait(gone, f"removal of namespace {s.namespace}", within, "it may still be finalizing")
+    return found

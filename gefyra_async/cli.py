@@ -1,0 +1,200 @@
+"""``gefyra-async``: the command line, following kubectl's conventions.
+
+Every failure the user can fix ends with one sentence on stderr and exit status 1;
+usage errors exit 2 (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import sys
+from collections.abc import Awaitable, Callable
+
+import anyio
+import structlog
+
+from gefyra_async import __version__
+from gefyra_async.api import connection as conn_api
+from gefyra_async.api import running as run_api
+from gefyra_async.api.context import Context, UserError, open_context
+from gefyra_async.core.logging import configure_logging
+
+log = structlog.get_logger(__name__)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gefyra-async",
+        description="Run local containers as if they were pods of a Kubernetes cluster.",
+    )
+    p.add_argument("--version", action="version", version=f"gefyra-async {__version__}")
+    p.add_argument(
+        "--kubeconfig", help="path of the kubeconfig (default: $KUBECONFIG or ~/.kube/config)"
+    )
+    p.add_argument("--context", help="the kubeconfig context to use")
+    p.add_argument("--debug", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    up = sub.add_parser("up", help="install the cluster side if missing and connect")
+    up.add_argument("--name", default="default", help="connection name (default: default)")
+    up.add_argument("--endpoint", help="host:port where the cluster's tunnel UDP port is reached")
+    up.add_argument("--detach", "-d", action="store_true", help="return once connected")
+
+    down = sub.add_parser("down", help="remove a connection (and the cluster side with the last)")
+    down.add_argument("--name", default="default", help="connection name (default: default)")
+    down.add_argument(
+        "--all", action="store_true", help="remove every connection and the cluster side"
+    )
+
+    run = sub.add_parser("run", help="run a local container inside the cluster's network")
+    run.add_argument("--image", required=True)
+    run.add_argument("--name", required=True, help="container name")
+    run.add_argument("-n", "--namespace", help="namespace whose DNS names resolve unqualified")
+    run.add_argument("--connection", default="default")
+    run.add_argument("--command", help="the command to run, split like a shell would")
+    run.add_argument("--env", action="append", default=[], metavar="K=V")
+    run.add_argument("--env-from", metavar="KIND/NAME[/CONTAINER]")
+    run.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST")
+    run.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CONTAINER")
+    run.add_argument("--detach", "-d", action="store_true")
+    run.add_argument("--rm", action="store_true", help="remove the container when it exits")
+
+    for name, text in (
+        ("status", "the state of connections"),
+        ("list", "connections and containers"),
+    ):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    return p
+
+
+def _env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--env {pair!r} is not K=V")
+        env[key] = value
+    return env
+
+
+def _age(iso: str | None) -> str:
+    if not iso:
+        return "never"
+    then = datetime.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    seconds = (datetime.datetime.now(datetime.UTC) - then).total_seconds()
+    return f"{seconds:.0f}s ago"
+
+
+async def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
+    conn = await conn_api.up(ctx, args.name, endpoint=args.endpoint)
+    print(
+        f"connection {conn.name} is up: tunnel address {conn.tunnel_address}, "
+        f"endpoint {conn.endpoint}, Docker network {conn.network}"
+    )
+    if args.detach:
+        return 0
+    print("Ctrl-C detaches; the connection stays up until `gefyra-async down`.")
+    while True:
+        for row in await conn_api.list_connections(ctx):
+            if row["name"] != args.name:
+                continue
+            print(
+                f"[{datetime.datetime.now():%H:%M:%S}] {row['name']}: "
+                f"{'connected' if row['connected'] else 'NOT connected'}, "
+                f"last handshake {_age(row['lastHandshake'])}, cargo "
+                f"{'running' if row['cargoRunning'] else 'stopped'}",
+                flush=True,
+            )
+        await anyio.sleep(5)
+
+
+async def cmd_down(ctx: Context, args: argparse.Namespace) -> int:
+    removed = await conn_api.down(ctx, args.name, everything=args.all)
+    print("removed: " + (", ".join(removed) if removed else "nothing (no such connection)"))
+    return 0
+
+
+async def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    found = [c for c in await conn_api.list_connections(ctx) if c["name"] == args.connection]
+    if not found:
+        raise UserError(
+            f"there is no connection {args.connection!r}; start it with `gefyra-async up`"
+        )
+    conn = await conn_api.up(ctx, args.connection)  # adopts the running one
+    spec = run_api.RunSpec(
+        image=args.image,
+        name=args.name,
+        namespace=args.namespace,
+        command=shlex.split(args.command) if args.command else None,
+        env=_env(args.env),
+        env_from=args.env_from,
+        volumes=args.volume,
+        ports=args.publish,
+        auto_remove=args.rm,
+    )
+    container = await run_api.run(ctx, conn, spec)
+    if args.detach:
+        print(container.name)
+        return 0
+    from gefyra_async.adapters import containers
+
+    try:
+        async for line in await containers.follow_logs(ctx.docker, container.id):
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        return await containers.wait_container(ctx.docker, container.id) if not args.rm else 0
+    finally:
+        if args.rm:
+            with anyio.CancelScope(shield=True):
+                await run_api.remove(ctx, container.name)
+
+
+async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
+    rows = await conn_api.list_connections(ctx)
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no connections")
+    for row in rows:
+        print(
+            f"{row['name']}: {'connected' if row['connected'] else 'not connected'}, "
+            f"tunnel {row['tunnelAddress']}, endpoint {row['endpoint']}, "
+            f"last handshake {_age(row['lastHandshake'])}"
+        )
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Context, argparse.Namespace], Awaitable[int]]] = {
+    "up": cmd_up,
+    "down": cmd_down,
+    "run": cmd_run,
+    "status": cmd_status,
+    "list": cmd_status,
+}
+
+
+async def _main(args: argparse.Namespace) -> int:
+    async with open_context(args.kubeconfig, args.context) as ctx:
+        return await COMMANDS[args.cmd](ctx, args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    configure_logging(debug=args.debug)
+    try:
+        code = anyio.run(_main, args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        code = 130 if args.cmd != "up" else 0
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
