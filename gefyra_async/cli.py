@@ -17,6 +17,7 @@ import anyio
 import structlog
 
 from gefyra_async import __version__
+from gefyra_async.adapters import containers
 from gefyra_async.api import connection as conn_api
 from gefyra_async.api import running as run_api
 from gefyra_async.api.context import Context, UserError, open_context
@@ -134,19 +135,20 @@ async def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         env_from=args.env_from,
         volumes=args.volume,
         ports=args.publish,
-        auto_remove=args.rm,
+        # Attached, the CLI removes the container itself after reading all its output:
+        # with Docker's auto-remove a short-lived container can vanish before its logs
+        # are read.
+        auto_remove=args.rm and args.detach,
     )
     container = await run_api.run(ctx, conn, spec)
     if args.detach:
         print(container.name)
         return 0
-    from gefyra_async.adapters import containers
-
     try:
         async for line in await containers.follow_logs(ctx.docker, container.id):
             sys.stdout.write(line)
             sys.stdout.flush()
-        return await containers.wait_container(ctx.docker, container.id) if not args.rm else 0
+        return await containers.wait_container(ctx.docker, container.id)
     finally:
         if args.rm:
             with anyio.CancelScope(shield=True):
