@@ -7,6 +7,7 @@ usage errors exit 2 (argparse).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import shlex
@@ -19,9 +20,10 @@ import structlog
 from gefyra_async import __version__
 from gefyra_async.adapters import containers
 from gefyra_async.api import connection as conn_api
-from gefyra_async.api import running as run_api
+from gefyra_async.api import runner as run_api
 from gefyra_async.api.context import Context, UserError, open_context
 from gefyra_async.core.logging import configure_logging
+from gefyra_async.core.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +45,11 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--name", default="default", help="connection name (default: default)")
     up.add_argument("--endpoint", help="host:port where the cluster's tunnel UDP port is reached")
     up.add_argument("--detach", "-d", action="store_true", help="return once connected")
+    up.add_argument(
+        "--service-type",
+        choices=["NodePort", "LoadBalancer"],
+        help="how the cluster exposes the tunnel (default: NodePort)",
+    )
 
     down = sub.add_parser("down", help="remove a connection (and the cluster side with the last)")
     down.add_argument("--name", default="default", help="connection name (default: default)")
@@ -181,7 +188,10 @@ COMMANDS: dict[str, Callable[[Context, argparse.Namespace], Awaitable[int]]] = {
 
 
 async def _main(args: argparse.Namespace) -> int:
-    async with open_context(args.kubeconfig, args.context) as ctx:
+    settings = Settings.from_env()
+    if getattr(args, "service_type", None):
+        settings = dataclasses.replace(settings, tunnel_service_type=args.service_type)
+    async with open_context(args.kubeconfig, args.context, settings) as ctx:
         return await COMMANDS[args.cmd](ctx, args)
 
 

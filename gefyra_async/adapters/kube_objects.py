@@ -280,3 +280,12 @@ async def objects_with_label(api: ApiClient, label: str) -> list[str]:
         for item in result.items:
             found.append(f"{kind}/{item.metadata.namespace or '-'}/{item.metadata.name}")
     return found
+
+
+async def load_balancer_address(api: ApiClient, namespace: str, name: str) -> str | None:
+    """The first ingress address of a LoadBalancer Service, once it has one."""
+    service = await client.CoreV1Api(api).read_namespaced_service(name, namespace)
+    for ingress in (service.status.load_balancer.ingress or []) if service.status else []:
+        if ingress.ip or ingress.hostname:
+            return str(ingress.ip or ingress.hostname)
+    return None

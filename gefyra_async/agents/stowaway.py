@@ -11,9 +11,12 @@ import os
 import anyio
 import structlog
 
+from gefyra_async.actors.kube_watch import KubeWatchActor
 from gefyra_async.actors.stowaway_tunnel import StowawayTunnel
 from gefyra_async.adapters.kube_objects import incluster_api
-from gefyra_async.core.actor import Backoff, Supervisor
+from gefyra_async.adapters.kube_watch import custom_objects_list, list_and_watch
+from gefyra_async.core import names
+from gefyra_async.core.actor import Actor, Backoff, Supervisor
 from gefyra_async.core.bus import EventBus
 from gefyra_async.core.logging import configure_logging
 from gefyra_async.core.settings import Settings
@@ -26,7 +29,17 @@ async def main() -> None:
     configure_logging(debug=bool(os.environ.get("GEFYRA_ASYNC_DEBUG")))
     bus = EventBus(settings.bus_buffer)
     async with await incluster_api() as api:
-        actors = [StowawayTunnel(settings, api, os.environ.get("POD_IP"))]
+        clients = custom_objects_list(
+            api, settings.api_group, names.CLIENT_VERSION, settings.namespace, names.CLIENT_PLURAL
+        )
+        actors: list[Actor] = [
+            StowawayTunnel(settings, api, os.environ.get("POD_IP")),
+            # Client changes reach the tunnel's reconciler within a moment, not a period.
+            KubeWatchActor(
+                names.CLIENT_PLURAL,
+                list_and_watch(api, clients, timeout_seconds=settings.kube_watch_timeout),
+            ),
+        ]
         log.info("stowaway starting", namespace=settings.namespace)
         await Supervisor(
             bus,

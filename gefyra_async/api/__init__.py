@@ -7,17 +7,19 @@ async with open_context() as ctx:
 
 from gefyra_async.api.connection import Connection, connected, down, list_connections, up
 from gefyra_async.api.context import Context, UserError, open_context
-from gefyra_async.api.running import RunSpec, run
+from gefyra_async.api.runner import RunningContainer, RunSpec, run, running
 
 __all__ = [
     "Connection",
     "Context",
     "RunSpec",
+    "RunningContainer",
     "UserError",
     "connected",
     "down",
     "list_connections",
     "open_context",
     "run",
+    "running",
     "up",
 ]

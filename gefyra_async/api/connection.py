@@ -23,7 +23,7 @@ import anyio
 import structlog
 
 from gefyra_async.adapters import containers as docker
-from gefyra_async.adapters.kube_objects import Clients, namespace_exists
+from gefyra_async.adapters.kube_objects import Clients, load_balancer_address, namespace_exists
 from gefyra_async.adapters.wgkeys import KeyPair
 from gefyra_async.api import install
 from gefyra_async.api.context import Context, UserError
@@ -66,7 +66,24 @@ def validate_name(name: str) -> None:
         )
 
 
-def default_endpoint(ctx: Context) -> str:
+async def default_endpoint(ctx: Context) -> str:
+    """NodePort: the API server's host (a node, on single-node and most dev clusters) and
+    the node port. LoadBalancer: the load balancer's address, once it has one."""
+    if ctx.settings.tunnel_service_type == "LoadBalancer":
+
+        async def address() -> dict[str, Any] | None:
+            found = await load_balancer_address(
+                ctx.api, ctx.settings.namespace, names.STOWAWAY_TUNNEL_SERVICE
+            )
+            return {"address": found} if found else None
+
+        found = await _poll(address, 60)
+        if found is None:
+            raise UserError(
+                "the tunnel's LoadBalancer Service got no address within 60s; "
+                "pass --endpoint host:port or use --service-type NodePort"
+            )
+        return f"{found['address']}:{names.STOWAWAY_LISTEN_PORT}"
     host = urlparse(ctx.server).hostname or "127.0.0.1"
     return f"{host}:{ctx.settings.tunnel_port}"
 
@@ -118,9 +135,9 @@ async def up(
             f"the cargo image {install.cargo_image()} is not available to Docker; "
             "build it (tests/platform/platform.sh up does) or pull it"
         )
-    endpoint = endpoint or default_endpoint(ctx)
     async with AsyncExitStack() as undo:
         await install.install(ctx)
+        endpoint = endpoint or await default_endpoint(ctx)
         labels = names.labels("connection", **{names.CONNECTION: name})
         net = await docker.network(ctx.docker, network_name(name))
         if net is None:

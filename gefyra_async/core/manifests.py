@@ -257,7 +257,7 @@ def tunnel_service(settings: Settings) -> Obj:
             "labels": names.labels(names.STOWAWAY),
         },
         "spec": {
-            "type": "NodePort",
+            "type": settings.tunnel_service_type,
             "selector": names.labels(names.STOWAWAY),
             "ports": [
                 {
@@ -265,7 +265,11 @@ def tunnel_service(settings: Settings) -> Obj:
                     "protocol": "UDP",
                     "port": names.STOWAWAY_LISTEN_PORT,
                     "targetPort": names.STOWAWAY_LISTEN_PORT,
-                    "nodePort": settings.tunnel_port,
+                    **(
+                        {"nodePort": settings.tunnel_port}
+                        if settings.tunnel_service_type == "NodePort"
+                        else {}
+                    ),
                 }
             ],
         },

@@ -60,6 +60,13 @@ class Settings:
     tunnel_port: int = field(
         default=31820, metadata=_doc("UDP port of the tunnel (NodePort of stowaway's Service)")
     )
+    tunnel_service_type: str = field(
+        default="NodePort",
+        metadata=_doc(
+            "type of the tunnel Service: NodePort (tunnel_port on every node) or "
+            "LoadBalancer (the load balancer's address, port 51820)"
+        ),
+    )
     tunnel_cidr: str = field(
         default="10.250.0.0/16", metadata=_doc("addresses handed to clients' tunnel ends")
     )

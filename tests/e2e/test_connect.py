@@ -23,7 +23,7 @@ from gefyra_async.adapters.kube_objects import objects_with_label
 from gefyra_async.api import open_context
 from gefyra_async.api.connection import down, up
 from gefyra_async.api.context import Context
-from gefyra_async.api.running import RunSpec, run
+from gefyra_async.api.runner import RunSpec, run
 from gefyra_async.core import names
 from tests.e2e.platform import Platform, demo_pod, poll, unique_name, wait_pod
 

@@ -11,7 +11,8 @@
 #   platform.sh remove-image NAME      remove a project image from the cluster and Docker
 #   platform.sh kubeconfig         print the admin kubeconfig's path
 #   platform.sh env                paths, addresses and image names, as KEY=VALUE lines
-#   platform.sh demo               up, then deploy the demo workload and ask it who answers
+#   platform.sh demo               up, deploy the demo workload, connect with gefyra-async
+#                                  and ask the workload from a local container
 set -euo pipefail
 
 # shellcheck source=lib/common.sh
@@ -24,6 +25,8 @@ source "$PLATFORM_DIR/lib/pki.sh"
 source "$PLATFORM_DIR/lib/cluster.sh"
 # shellcheck source=lib/images.sh
 source "$PLATFORM_DIR/lib/images.sh"
+# shellcheck source=lib/python.sh
+source "$PLATFORM_DIR/lib/python.sh"
 
 require_root() { ((EUID == 0)) || die "the platform needs root (it starts dockerd, containerd and kubelet); run it as root"; }
 
@@ -98,19 +101,29 @@ cmd_status() {
 	return $rc
 }
 
-# The product's main job on the platform. For now: the demo workload answers
-# through its Service; later issues bridge it to a local container.
+# The product's main job on the platform: the demo workload answers in the cluster,
+# then this Docker host connects (gefyra-async up) and a local container reaches the
+# same Service by its short DNS name through the tunnel.
 cmd_demo() {
 	cmd_up
-	local ns=gefyra-async-demo
+	python_env
+	local ns=gefyra-async-demo fetch
 	$KUBECTL create namespace "$ns" --dry-run=client -o yaml | $KUBECTL apply -f - >/dev/null
 	sed -e "s|@IMAGE@|$DEMO_IMAGE|" "$PLATFORM_DIR/manifests/demo.yaml" | $KUBECTL -n "$ns" apply -f - >/dev/null
 	$KUBECTL -n "$ns" rollout status deployment/demo-echo --timeout=120s >/dev/null ||
 		die "the demo workload did not become ready; see: $KUBECTL -n $ns describe pods"
-	log "asking http://demo-echo.$ns.svc.cluster.local/ from a pod in the cluster"
+	fetch="import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=10).read().decode().strip())"
+	log "inside the cluster: a pod asks http://demo-echo.$ns.svc.cluster.local/hello"
 	$KUBECTL -n "$ns" run "demo-client-$RANDOM" --rm -i --restart=Never --quiet \
 		--image="$BASE_IMAGE" --image-pull-policy=Never --command -- \
-		python3 -c "import urllib.request as u; print(u.urlopen('http://demo-echo.$ns.svc.cluster.local/hello', timeout=10).read().decode().strip())"
+		python3 -c "$fetch" "http://demo-echo.$ns.svc.cluster.local/hello"
+	local ga=("$GA_VENV/bin/gefyra-async" --kubeconfig "$ADMIN_KUBECONFIG")
+	log "connecting this Docker host to the cluster: gefyra-async up --detach"
+	"${ga[@]}" up --detach
+	log "on this machine: gefyra-async run asks http://demo-echo/hello (namespace $ns)"
+	"${ga[@]}" run --rm --name "demo-local-$RANDOM" -n "$ns" --image "$BASE_IMAGE" \
+		--command "python3 -c '$fetch' http://demo-echo/hello"
+	log "the connection stays up; remove it with: $GA_VENV/bin/gefyra-async --kubeconfig $ADMIN_KUBECONFIG down"
 }
 
 case ${1:-} in

@@ -11,8 +11,11 @@ holder's too.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import anyio
 import structlog
 
 from gefyra_async.adapters import containers as docker
@@ -170,4 +173,15 @@ async def remove(ctx: Context, name: str) -> None:
     await docker.remove_container(ctx.docker, f"{name}-netns")
 
 
-__all__ = ["RunSpec", "RunningContainer", "connection_label", "remove", "run"]
+@asynccontextmanager
+async def running(ctx: Context, conn: Connection, spec: RunSpec) -> AsyncIterator[RunningContainer]:
+    """``run`` on entry; the container and its holder are removed on exit."""
+    container = await run(ctx, conn, spec)
+    try:
+        yield container
+    finally:
+        with anyio.CancelScope(shield=True):
+            await remove(ctx, container.name)
+
+
+__all__ = ["RunSpec", "RunningContainer", "connection_label", "remove", "run", "running"]
