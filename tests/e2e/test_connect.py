@@ -65,6 +65,16 @@ async def lines(docker: aiodocker.Docker, name: str) -> list[dict[str, Any]]:
     return [json.loads(x) for x in "".join(out).splitlines() if x.startswith("{")]
 
 
+async def tunnel_bytes(docker: aiodocker.Docker, cargo: str) -> int:
+    """Bytes cargo's WireGuard device has received from stowaway so far."""
+    container = await docker.containers.get(cargo)
+    stats = await container.exec(["python3", "-m", "gefyra_async.agents.cargo", "stats"])
+    async with stats.start(detach=False) as stream:
+        message = await stream.read_out()
+    assert message is not None
+    return sum(int(peer["rxBytes"]) for peer in json.loads(message.data))
+
+
 async def leftovers(ctx: Context, docker: aiodocker.Docker) -> list[str]:
     found = await objects_with_label(ctx.api, MANAGED)
     filters = json.dumps({"label": [MANAGED]})
@@ -109,9 +119,14 @@ async def test_run_reaches_cluster_services_by_dns_and_survives_restart(
             ok = {x["url"] for x in got if x.get("served_by") == pod.metadata.name}
             return got if ok >= set(urls) else None
 
+        before_tunnel = await tunnel_bytes(docker, conn.cargo)
         first = await poll(answered, within=30, what="the app got answers for every URL")
         # The very first request already went through the tunnel: no error before it.
         assert "error" not in first[0], first[:3]
+        # And it was the tunnel that carried them (the platform blocks every other path
+        # from connection networks to the cluster; see docs/platform.md).
+        received = (await tunnel_bytes(docker, conn.cargo)) - before_tunnel
+        assert received > 3 * 200, received
 
         # The resolver is cargo's forwarder, over UDP: ask it directly from the app.
         container = await docker.containers.get(app)

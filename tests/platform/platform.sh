@@ -42,6 +42,7 @@ cmd_up() {
 	prepare_host
 	build_kubernetes
 	start_docker
+	isolate_connection_networks
 	ensure_pki "$ip"
 	start_etcd
 	start_apiserver "$ip"

@@ -31,11 +31,26 @@ guard_uplink() {
 
 unguard_uplink() {
 	local rule table
-	for table in mangle filter; do
+	for table in mangle filter nat; do
 		while rule=$(iptables -t "$table" -S | grep -m1 -- "$GUARD_COMMENT"); do
 			eval "iptables -t $table ${rule/-A/-D}"
 		done
 	done
+}
+
+# The platform's Docker host is also the cluster's node, which a developer machine is
+# not: its kube-proxy rules would answer Service addresses for containers directly and
+# its routes would reach pods without any tunnel. Containers on the project's connection
+# networks must reach the cluster only through gefyra-async's tunnel, so a test passes
+# only when the tunnel works: no Service DNAT for them (nat PREROUTING), and nothing of
+# theirs routed onto the pod bridge except the tunnel's own NodePort traffic (DNAT).
+isolate_connection_networks() {
+	iptables -t nat -C PREROUTING -s "$CONNECTION_CIDR" -d "$SERVICE_CIDR" -m comment --comment "$GUARD_COMMENT" -j RETURN 2>/dev/null ||
+		iptables -t nat -I PREROUTING 1 -s "$CONNECTION_CIDR" -d "$SERVICE_CIDR" -m comment --comment "$GUARD_COMMENT" -j RETURN ||
+		die "isolating the connection networks from kube-proxy failed"
+	iptables -C DOCKER-USER -s "$CONNECTION_CIDR" -o ga-cni0 -m conntrack ! --ctstate DNAT -m comment --comment "$GUARD_COMMENT" -j DROP 2>/dev/null ||
+		iptables -I DOCKER-USER 1 -s "$CONNECTION_CIDR" -o ga-cni0 -m conntrack ! --ctstate DNAT -m comment --comment "$GUARD_COMMENT" -j DROP ||
+		die "isolating the connection networks from the pod bridge failed"
 }
 
 docker_ready() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }

@@ -40,6 +40,8 @@ SERVICE_CIDR=10.96.0.0/12
 CLUSTER_DNS=10.96.0.10
 # Reserved for the project's WireGuard tunnels; guarded like the cluster ranges.
 TUNNEL_CIDR=10.250.0.0/16
+# Where gefyra-async puts its connection networks (SUBNET_POOL in adapters/containers.py).
+CONNECTION_CIDR=172.30.0.0/16
 
 # Image names must be fully qualified and never :latest, or kubelet tries to pull.
 IMAGE_PREFIX=registry.local/gefyra-async

@@ -23,8 +23,9 @@ python_env() {
 	stamp=$(printf '%s\n' "$REPO_DIR" "$(sha256sum "$REPO_DIR/pyproject.toml")" | sha256sum | cut -c1-16)
 	if [[ $(cat "$GA_VENV/.ga-stamp" 2>/dev/null) != "$stamp" ]]; then
 		log "installing gefyra-async and its dev tools into $GA_VENV"
-		"$GA_VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-		"$GA_VENV/bin/python" -m pip install -q -e "$REPO_DIR[dev]" || die "pip install failed"
+		{ "$GA_VENV/bin/python" -m pip install -q --upgrade pip &&
+			"$GA_VENV/bin/python" -m pip install -q -e "$REPO_DIR[dev]"; } >"$GA_LOG/pip.log" 2>&1 ||
+			{ show_log pip; die "pip install of gefyra-async into $GA_VENV failed"; }
 		echo "$stamp" >"$GA_VENV/.ga-stamp"
 	fi
 }
