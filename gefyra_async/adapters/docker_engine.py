@@ -83,15 +83,20 @@ async def docker_events(
             async with docker._query(
                 "events", params=params, timeout=docker._resolve_long_running_timeout(None)
             ) as response:
-                bus.publish(DockerStreamState(connected=True))
-                async for line in response.content:
-                    if not line.strip():
-                        continue
-                    data = json.loads(line)
-                    since = int(data.get("time") or since or 0) or None
-                    event = _event(data)
-                    if event is not None:
-                        bus.publish(event)
+                try:
+                    bus.publish(DockerStreamState(connected=True))
+                    async for line in response.content:
+                        if not line.strip():
+                            continue
+                        data = json.loads(line)
+                        since = int(data.get("time") or since or 0) or None
+                        event = _event(data)
+                        if event is not None:
+                            bus.publish(event)
+                finally:
+                    # Synchronous close: a cancelled task cannot await the release, and
+                    # an unreleased connection would leak.
+                    response.close()
             reason = "the event stream ended"
         except (aiodocker.DockerError, aiohttp.ClientError, OSError, ValueError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
