@@ -110,11 +110,15 @@ async def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
         for row in await conn_api.list_connections(ctx):
             if row["name"] != args.name:
                 continue
+            counters = await conn_api.traffic(ctx, args.name) or {}
+            apps = await conn_api.apps(ctx, args.name)
             print(
                 f"[{datetime.datetime.now():%H:%M:%S}] {row['name']}: "
                 f"{'connected' if row['connected'] else 'NOT connected'}, "
-                f"last handshake {_age(row['lastHandshake'])}, cargo "
-                f"{'running' if row['cargoRunning'] else 'stopped'}",
+                f"last handshake {_age(row['lastHandshake'])}, "
+                f"rx {counters.get('rxBytes', '?')} B tx {counters.get('txBytes', '?')} B, "
+                f"cargo {'running' if row['cargoRunning'] else 'stopped'}, "
+                f"containers: {', '.join(apps) or 'none'}",
                 flush=True,
             )
         await anyio.sleep(5)

@@ -189,7 +189,10 @@ async def remove_container(docker: aiodocker.Docker, ref: str) -> bool:
 
 async def exec_in(docker: aiodocker.Docker, ref: str, cmd: list[str]) -> tuple[int, str]:
     """Run CMD in a running container; return its exit code and output."""
-    container = await docker.containers.get(ref)
+    try:
+        container = await docker.containers.get(ref)
+    except DockerError as exc:
+        raise ContainerError(f"container {ref} is not available: {exc.message}") from None
     execution = await container.exec(cmd, stdout=True, stderr=True)
     chunks: list[bytes] = []
     async with execution.start(detach=False) as stream:

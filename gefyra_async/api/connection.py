@@ -13,6 +13,7 @@ connection whose cargo runs adopts it.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -325,3 +326,26 @@ async def connected(
         if not keep:
             with anyio.CancelScope(shield=True):
                 await down(ctx, name)
+
+
+async def traffic(ctx: Context, name: str) -> dict[str, int] | None:
+    """Bytes through connection NAME's tunnel so far (cargo's WireGuard counters)."""
+    try:
+        code, output = await docker.exec_in(
+            ctx.docker, cargo_name(name), ["python3", "-m", "gefyra_async.agents.cargo", "stats"]
+        )
+    except docker.ContainerError:
+        return None
+    if code != 0:
+        return None
+    peers = json.loads(output.strip().splitlines()[-1])
+    return {
+        "rxBytes": sum(int(p["rxBytes"]) for p in peers),
+        "txBytes": sum(int(p["txBytes"]) for p in peers),
+    }
+
+
+async def apps(ctx: Context, name: str) -> list[str]:
+    """Names of the app containers of connection NAME."""
+    found = await docker.with_label(ctx.docker, connection_label(name), running_only=False)
+    return sorted(c.name for c in found if c.labels.get(names.ROLE) == "app")

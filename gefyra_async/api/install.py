@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import anyio
 import structlog
 
@@ -26,9 +28,9 @@ def cargo_image() -> str:
     return f"{names.IMAGE_PREFIX}/cargo:{__version__}"
 
 
-async def _wait(check: object, what: str, within: float, hint: str) -> None:
+async def _wait(check: Callable[[], Awaitable[bool]], what: str, within: float, hint: str) -> None:
     with anyio.move_on_after(within):
-        while not await check():  # type: ignore[operator]  # noqa: ASYNC110 - polls the API
+        while not await check():  # noqa: ASYNC110 - polls the API
             await anyio.sleep(0.5)
         return
     raise UserError(f"{what} was not ready after {within:.0f}s; {hint}")
@@ -37,18 +39,7 @@ async def _wait(check: object, what: str, within: float, hint: str) -> None:
 async def install(ctx: Context, image: str | None = None) -> None:
     """Create or update the cluster side and wait until stowaway is available."""
     s = ctx.settings
-    cluster_objects = [
-        manifests.namespace(s),
-        manifests.crd(s),
-        manifests.service_account(s),
-        manifests.role(s),
-        manifests.cluster_role(s),
-        manifests.role_binding(s),
-        manifests.cluster_role_binding(s),
-        manifests.tunnel_service(s),
-        manifests.stowaway_deployment(s, image or stowaway_image()),
-    ]
-    for obj in cluster_objects:
+    for obj in manifests.cluster_side(s, image or stowaway_image()):
         await apply(ctx.api, obj)
     crd_name = f"{names.CLIENT_PLURAL}.{s.api_group}"
 
@@ -72,19 +63,7 @@ async def uninstall(ctx: Context, *, within: float = 120) -> bool:
     """Remove the cluster side; waits until the namespace is gone. False: nothing was there."""
     s = ctx.settings
     found = False
-    for obj in reversed(
-        [
-            manifests.namespace(s),
-            manifests.crd(s),
-            manifests.service_account(s),
-            manifests.role(s),
-            manifests.cluster_role(s),
-            manifests.role_binding(s),
-            manifests.cluster_role_binding(s),
-            manifests.tunnel_service(s),
-            manifests.stowaway_deployment(s, ""),
-        ]
-    ):
+    for obj in reversed(manifests.cluster_side(s, "")):
         found = await delete(ctx.api, obj) or found
 
     async def gone() -> bool:

@@ -276,6 +276,21 @@ def tunnel_service(settings: Settings) -> Obj:
     }
 
 
+def cluster_side(settings: Settings, stowaway_image: str) -> list[Obj]:
+    """Everything `up` installs, in creation order (`down` removes it in reverse)."""
+    return [
+        namespace(settings),
+        crd(settings),
+        service_account(settings),
+        role(settings),
+        cluster_role(settings),
+        role_binding(settings),
+        cluster_role_binding(settings),
+        tunnel_service(settings),
+        stowaway_deployment(settings, stowaway_image),
+    ]
+
+
 def client(settings: Settings, name: str, public_key: str, local_subnet: str | None) -> Obj:
     spec: dict[str, str] = {"publicKey": public_key}
     if local_subnet:

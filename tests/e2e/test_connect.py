@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiodocker
+import anyio
 import pytest
 from kubernetes_asyncio import client
 
@@ -348,4 +350,39 @@ async def test_run_bad_inputs_leave_nothing_and_env_from_copies_the_workload_env
         assert "greeting=hello from pod" in copied.stdout
     finally:
         await down(ctx, "default")
+    assert await leftovers(ctx, docker) == []
+
+
+async def test_attached_up_shows_live_state_and_ctrl_c_only_detaches(
+    ctx: Context, platform: Platform, docker: aiodocker.Docker
+) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "gefyra_async.cli",
+        "--kubeconfig",
+        str(platform.kubeconfig),
+        "up",
+        "--name",
+        "e2e-live",
+    ]
+    try:
+        async with await anyio.open_process(cmd) as proc:
+            assert proc.stdout is not None
+            seen = b""
+            with anyio.fail_after(120):
+                while b"] e2e-live: connected" not in seen:
+                    seen += await proc.stdout.receive()
+            proc.send_signal(signal.SIGINT)
+            with anyio.fail_after(20):
+                code = await proc.wait()
+        text = seen.decode()
+        assert code == 0
+        assert "last handshake" in text
+        assert " rx " in text
+        # The connection outlives the supervisor, as documented.
+        info = await docker.containers.get("gefyra-async-cargo-e2e-live")
+        assert (await info.show())["State"]["Running"]
+    finally:
+        await down(ctx, "e2e-live")
     assert await leftovers(ctx, docker) == []

@@ -94,8 +94,10 @@ async def test_tunnel_carries_traffic_and_peers_change_live() -> None:
             )
             try:
                 assert server.stdout is not None
+                banner = b""
                 with anyio.fail_after(10):
-                    assert b"listening" in await server.stdout.receive()
+                    while b"listening" not in banner:
+                        banner += await server.stdout.receive()
                 client_code = (
                     "import socket\n"
                     "s = socket.create_connection(('10.250.200.2', 7000), timeout=5)\n"
@@ -146,8 +148,12 @@ async def exchange_lines(proc: anyio.abc.Process, line: bytes) -> bytes:
     assert proc.stdin is not None
     assert proc.stdout is not None
     await proc.stdin.send(line)
+    answer = b""
     with anyio.fail_after(10):
-        return await proc.stdout.receive()
+        # A pipe may deliver the line in pieces: read up to its end.
+        while not answer.endswith(b"\n"):
+            answer += await proc.stdout.receive()
+    return answer
 
 
 async def test_missing_device_and_refused_change_are_clear_errors() -> None:

@@ -15,15 +15,7 @@ from gefyra_async.core.settings import Settings
 def test_every_object_carries_the_managed_by_label() -> None:
     s = Settings()
     objects = [
-        manifests.namespace(s),
-        manifests.crd(s),
-        manifests.service_account(s),
-        manifests.role(s),
-        manifests.cluster_role(s),
-        manifests.role_binding(s),
-        manifests.cluster_role_binding(s),
-        manifests.tunnel_service(s),
-        manifests.stowaway_deployment(s, "img:1"),
+        *manifests.cluster_side(s, "img:1"),
         manifests.client(s, "dev", "k" * 43 + "=", "172.30.0.0/24"),
     ]
     for obj in objects:
