@@ -73,7 +73,7 @@ class StowawayTunnel:
         network = ipaddress.ip_network(settings.tunnel_cidr)
         self.server_address = str(next(network.hosts()))
         self.prefixlen = network.prefixlen
-        self.status_period = 5.0
+        self.status_period = settings.status_period
 
     async def run(self, bus: EventBus) -> None:
         keys = KeyPair.from_private(

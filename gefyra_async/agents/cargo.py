@@ -15,6 +15,7 @@ import sys
 import anyio
 import structlog
 
+from gefyra_async.actors.bus_monitor import BusMonitor
 from gefyra_async.actors.cargo_tunnel import INTERFACE, CargoTunnel, TunnelConfig
 from gefyra_async.actors.dns import DnsForwarderActor
 from gefyra_async.actors.docker_events import DockerEventsActor
@@ -56,6 +57,7 @@ async def agent() -> None:
         DnsForwarderActor(Endpoint(cargo_ip, 53), Endpoint(env("CARGO_DNS"), 53)),
         DockerEventsActor(docker_client, settings.docker_reconnect_delay),
         RouteManager(docker_client, connection, cargo_ip, settings.resync_period),
+        BusMonitor(settings.bus_report_period),
     ]
     log.info("cargo starting", connection=connection, address=tunnel.address)
     await Supervisor(

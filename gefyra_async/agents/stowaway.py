@@ -11,6 +11,7 @@ import os
 import anyio
 import structlog
 
+from gefyra_async.actors.bus_monitor import BusMonitor
 from gefyra_async.actors.kube_watch import KubeWatchActor
 from gefyra_async.actors.stowaway_tunnel import StowawayTunnel
 from gefyra_async.adapters.kube_objects import incluster_api
@@ -39,6 +40,7 @@ async def main() -> None:
                 names.CLIENT_PLURAL,
                 list_and_watch(api, clients, timeout_seconds=settings.kube_watch_timeout),
             ),
+            BusMonitor(settings.bus_report_period),
         ]
         log.info("stowaway starting", namespace=settings.namespace)
         await Supervisor(

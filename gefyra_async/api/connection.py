@@ -78,10 +78,10 @@ async def default_endpoint(ctx: Context) -> str:
             )
             return {"address": found} if found else None
 
-        found = await _poll(address, 60)
+        found = await _poll(address, ctx.settings.connect_timeout)
         if found is None:
             raise UserError(
-                "the tunnel's LoadBalancer Service got no address within 60s; "
+                "the tunnel's LoadBalancer Service got no address in time; "
                 "pass --endpoint host:port or use --service-type NodePort"
             )
         return f"{found['address']}:{names.STOWAWAY_LISTEN_PORT}"
@@ -122,7 +122,7 @@ async def up(
     name: str = "default",
     *,
     endpoint: str | None = None,
-    handshake_within: float = 60.0,
+    handshake_within: float | None = None,
 ) -> Connection:
     """Connect this Docker host to the cluster as connection NAME (idempotent)."""
     validate_name(name)
@@ -162,10 +162,11 @@ async def up(
                 raise UserError(f"stowaway refused connection {name}: {cond.get('message')}")
             return None
 
-        client = await _poll(ready, 60)
+        client = await _poll(ready, ctx.settings.connect_timeout)
         if client is None:
             raise UserError(
-                f"stowaway did not accept connection {name} within 60s; "
+                f"stowaway did not accept connection {name} within "
+                f"{ctx.settings.connect_timeout:.0f}s; "
                 f"see `kubectl -n {ctx.settings.namespace} logs deploy/stowaway`"
             )
         status = client["status"]
@@ -231,6 +232,7 @@ async def up(
             cond = condition(obj or {}, "Connected")
             return obj if cond and cond.get("status") == "True" else None
 
+        handshake_within = handshake_within or ctx.settings.connect_timeout
         if await _poll(connected, handshake_within) is None:
             raise UserError(
                 f"the tunnel of connection {name} did not come up: stowaway saw no handshake "

@@ -53,13 +53,13 @@ async def install(ctx: Context, image: str | None = None) -> None:
     await _wait(
         available,
         f"stowaway in namespace {s.namespace}",
-        s.kube_request_timeout * 4,
+        s.install_timeout,
         f"see `kubectl -n {s.namespace} describe pods` (is the image "
         f"{image or stowaway_image()} available to the cluster?)",
     )
 
 
-async def uninstall(ctx: Context, *, within: float = 120) -> bool:
+async def uninstall(ctx: Context) -> bool:
     """Remove the cluster side; waits until the namespace is gone. False: nothing was there."""
     s = ctx.settings
     found = False
@@ -69,5 +69,7 @@ async def uninstall(ctx: Context, *, within: float = 120) -> bool:
     async def gone() -> bool:
         return not await namespace_exists(ctx.api, s.namespace)
 
-    await _wait(gone, f"removal of namespace {s.namespace}", within, "it may still be finalizing")
+    await _wait(
+        gone, f"removal of namespace {s.namespace}", s.install_timeout, "it may still be finalizing"
+    )
     return found

@@ -45,6 +45,27 @@ class Settings:
     shutdown_timeout: float = field(
         default=10.0, metadata=_doc("seconds cleanup may take on shutdown before it is cut off")
     )
+    status_period: float = field(
+        default=5.0,
+        metadata=_doc("seconds between stowaway's passes over its clients (handshake status)"),
+    )
+    connect_timeout: float = field(
+        default=60.0,
+        metadata=_doc(
+            "seconds `up` waits for stowaway to accept the client, then again for "
+            "the first handshake, and for a LoadBalancer address"
+        ),
+    )
+    install_timeout: float = field(
+        default=120.0,
+        metadata=_doc(
+            "seconds `up` waits for stowaway to become available, `down` for the "
+            "namespace to be gone"
+        ),
+    )
+    bus_report_period: float = field(
+        default=30.0, metadata=_doc("seconds between reports of dropped bus events, if any")
+    )
     # ---- Kubernetes ----
     kube_request_timeout: float = field(
         default=30.0, metadata=_doc("seconds one Kubernetes API request may take")

@@ -92,3 +92,20 @@ async def test_subscribe_refuses_unbounded_buffer() -> None:
     with pytest.raises(ValueError, match="bounded"):
         async with bus.subscribe(buffer=0):
             pass
+
+
+async def test_bus_monitor_reports_drops_once_per_increase() -> None:
+    from structlog.testing import capture_logs
+
+    from gefyra_async.actors.bus_monitor import BusMonitor
+
+    bus = EventBus()
+    async with bus.subscribe(name="slow", buffer=1), anyio.create_task_group() as tg:
+        with capture_logs() as logs:
+            tg.start_soon(BusMonitor(period=0.01).run, bus)
+            for i in range(3):
+                bus.publish(container(f"c{i}"))
+            await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+    reports = [entry for entry in logs if entry["event"] == "bus subscriber dropped events"]
+    assert [(r["subscriber"], r["dropped"], r["queued"]) for r in reports] == [("slow", 2, 1)]
