@@ -12,13 +12,16 @@ import datetime
 import json
 import shlex
 import sys
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import structlog
 
 from gefyra_async import __version__
 from gefyra_async.adapters import containers
+from gefyra_async.api import bridges as bridge_api
 from gefyra_async.api import connection as conn_api
 from gefyra_async.api import runner as run_api
 from gefyra_async.api.context import Context, UserError, open_context
@@ -69,6 +72,42 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CONTAINER")
     run.add_argument("--detach", "-d", action="store_true")
     run.add_argument("--rm", action="store_true", help="remove the container when it exits")
+
+    br = sub.add_parser(
+        "bridge",
+        help="send traffic of a cluster workload to a local container",
+        description="gefyra-async bridge KIND/NAME[/CONTAINER] -p REMOTE:LOCAL --local CONTAINER "
+        "[rules]; or: bridge list; bridge inspect NAME. Without rules every connection to "
+        "the ports goes to the local container; with rules only matching HTTP requests do "
+        "(all rules must match), the rest keeps going to the original app.",
+    )
+    br.add_argument(
+        "target", help="deploy/NAME, sts/NAME or pod/NAME[/CONTAINER]; or list, inspect"
+    )
+    br.add_argument("bridge_name", nargs="?", metavar="NAME", help="(inspect) the bridge")
+    br.add_argument("-n", "--namespace", help="namespace of the target (default: the context's)")
+    br.add_argument(
+        "-p", "--port", action="append", default=[], metavar="REMOTE:LOCAL", help="repeatable"
+    )
+    br.add_argument("--local", metavar="CONTAINER", help="the local container that takes it")
+    br.add_argument("--name", help="name of the bridge (default: <connection>-<local>-<target>)")
+    br.add_argument("--connection", default="default")
+    for flag, text in (
+        ("header", "header equals: NAME=VALUE"),
+        ("header-prefix", "header starts with: NAME=PREFIX"),
+        ("header-regex", "header matches (re.search): NAME=REGEX"),
+        ("path", "path equals"),
+        ("path-prefix", "path starts with"),
+        ("path-regex", "path matches (re.search)"),
+    ):
+        br.add_argument(f"--{flag}", action="append", default=[], help=f"rule: {text}")
+    br.add_argument("--no-wait", action="store_true", help="return once the bridge is written")
+    br.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    ub = sub.add_parser("unbridge", help="remove a bridge: the original app serves again")
+    ub.add_argument("name", nargs="?", help="the bridge (see `bridge list`)")
+    ub.add_argument("--all", action="store_true", help="remove every bridge (of --connection)")
+    ub.add_argument("--connection", help="with --all: only this connection's bridges")
 
     for name, text in (
         ("status", "the state of connections"),
@@ -182,12 +221,99 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _rules(args: argparse.Namespace) -> list[dict[str, str]]:
+    rules = []
+    for flag, match in (
+        ("header", "exact"),
+        ("header_prefix", "prefix"),
+        ("header_regex", "regex"),
+    ):
+        rules += [bridge_api.header_rule(v, match) for v in getattr(args, flag)]
+    for flag, match in (("path", "exact"), ("path_prefix", "prefix"), ("path_regex", "regex")):
+        rules += [bridge_api.path_rule(v, match) for v in getattr(args, flag)]
+    return rules
+
+
+def _bridge_line(row: dict[str, Any]) -> str:
+    bridged = sum(1 for p in row["pods"] if p.get("bridged"))
+    rules = " AND ".join(
+        f"{r.get('name', 'path')} {r['match']} {r['value']!r}" for r in row["rules"]
+    )
+    return (
+        f"{row['name']}: {row['namespace']}/{row['target']} ports {','.join(row['ports'])} → "
+        f"{row['local']} ({row['localAddress'] or '?'}), "
+        f"{rules or 'every connection'}; {bridged}/{len(row['pods'])} pods bridged"
+        + ("" if row["ready"] else f" [{row['reason']}: {row['message']}]")
+    )
+
+
+async def cmd_bridge(ctx: Context, args: argparse.Namespace) -> int:
+    if args.target in ("list", "inspect"):
+        if args.target == "list":
+            rows = [bridge_api.summary(b) for b in await bridge_api.list_bridges(ctx)]
+            if args.output == "json":
+                print(json.dumps(rows, indent=2))
+            else:
+                print("\n".join(_bridge_line(r) for r in rows) or "no bridges")
+            return 0
+        if not args.bridge_name:
+            raise UserError("say which bridge: gefyra-async bridge inspect NAME")
+        obj = await bridge_api.get_bridge(ctx, args.bridge_name)
+        if args.output == "json":
+            print(json.dumps(obj, indent=2))
+        else:
+            row = bridge_api.summary(obj)
+            print(_bridge_line(row))
+            for pod in row["pods"]:
+                delay = pod.get("readyToBridgedSeconds")
+                print(
+                    f"  {pod['pod']}: {'bridged' if pod['bridged'] else 'not bridged'}"
+                    + (f" (Ready → bridged {delay:.2f}s)" if delay is not None else "")
+                    + (f" {pod['stats']}" if pod.get("stats") else "")
+                )
+        return 0
+    if args.bridge_name:
+        raise UserError(f"unexpected argument {args.bridge_name!r}; use --name to name the bridge")
+    if not args.local:
+        raise UserError("say which local container takes the traffic: --local CONTAINER")
+    if not args.port:
+        raise UserError("say which ports to bridge: -p REMOTE:LOCAL (repeatable)")
+    request = bridge_api.BridgeRequest(
+        target=args.target,
+        ports=args.port,
+        local=args.local,
+        namespace=args.namespace,
+        rules=_rules(args),
+        name=args.name,
+        connection=args.connection,
+    )
+    started = time.monotonic()
+    obj = await bridge_api.bridge(ctx, request, wait=not args.no_wait)
+    if args.output == "json":
+        print(json.dumps(obj, indent=2))
+    else:
+        print(_bridge_line(bridge_api.summary(obj)) + f" (in {time.monotonic() - started:.1f}s)")
+    return 0
+
+
+async def cmd_unbridge(ctx: Context, args: argparse.Namespace) -> int:
+    if args.name and args.all:
+        raise UserError("give a bridge name or --all, not both")
+    removed = await bridge_api.unbridge(
+        ctx, args.name, connection=args.connection, everything=args.all
+    )
+    print("removed: " + (", ".join(removed) if removed else "no bridges"))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Context, argparse.Namespace], Awaitable[int]]] = {
     "up": cmd_up,
     "down": cmd_down,
     "run": cmd_run,
     "status": cmd_status,
     "list": cmd_status,
+    "bridge": cmd_bridge,
+    "unbridge": cmd_unbridge,
 }
 
 

@@ -24,6 +24,7 @@ from gefyra_async.core.events import TunnelStats
 log = structlog.get_logger(__name__)
 
 INTERFACE = "wg0"
+INBOUND_MARK = "0x6761"  # packets that came in through the tunnel (bridged connections)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,19 @@ class CargoTunnel:
             await replace_routes(INTERFACE, c.routes)
             # Apps' packets leave with cargo's tunnel address: stowaway knows how to answer it.
             await ensure_rule("nat", "POSTROUTING", ["-o", INTERFACE, "-j", "MASQUERADE"])
+            # Bridged connections arrive from the tunnel with a cluster source address. Cargo
+            # takes them over with its own address, so the app answers cargo directly —
+            # whatever the Docker host would do with cluster addresses (route them
+            # elsewhere, masquerade them: both seen). Only a connection's first packet
+            # meets the nat table, so replies to the apps' own connections are untouched.
+            await ensure_rule(
+                "mangle", "PREROUTING", ["-i", INTERFACE, "-j", "MARK", "--set-mark", INBOUND_MARK]
+            )
+            await ensure_rule(
+                "nat",
+                "POSTROUTING",
+                ["!", "-o", INTERFACE, "-m", "mark", "--mark", INBOUND_MARK, "-j", "MASQUERADE"],
+            )
             # TCP through the tunnel must fit its MTU, whatever the apps' interfaces say.
             await ensure_rule(
                 "mangle",

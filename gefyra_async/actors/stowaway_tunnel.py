@@ -19,7 +19,7 @@ import structlog
 
 from gefyra_async.adapters.iptables import ensure_rule
 from gefyra_async.adapters.kube_objects import Clients, cluster_ranges, ensure_secret_value
-from gefyra_async.adapters.netlink import configure_link
+from gefyra_async.adapters.netlink import configure_link, replace_routes
 from gefyra_async.adapters.wgkeys import KeyPair
 from gefyra_async.adapters.wireguard import PeerConfig, Uapi, run_wireguard_go
 from gefyra_async.core import names
@@ -74,6 +74,7 @@ class StowawayTunnel:
         self.server_address = str(next(network.hosts()))
         self.prefixlen = network.prefixlen
         self.status_period = settings.status_period
+        self.routed: list[str] = []
 
     async def run(self, bus: EventBus) -> None:
         keys = KeyPair.from_private(
@@ -144,6 +145,14 @@ class StowawayTunnel:
             await uapi.set(peers=changes, remove_peers=remove)
             log.info("peers changed", added_or_updated=len(changes), removed=len(remove))
             state = await uapi.get()
+        # Clients' local subnets (where bridged traffic goes) through the tunnel; the
+        # device's own prefix covers their tunnel addresses. WireGuard picks the peer.
+        subnets = sorted(
+            {ip for c in plan.clients.values() for ip in c.allowed_ips if not ip.endswith("/32")}
+        )
+        if subnets != self.routed:
+            await replace_routes(INTERFACE, subnets)
+            self.routed = subnets
 
         for obj in objects:
             name = obj["metadata"]["name"]

@@ -212,3 +212,14 @@ async def follow_logs(docker: aiodocker.Docker, ref: str) -> Any:
     """An async iterator over the container's output lines, until it stops."""
     container = await docker.containers.get(ref)
     return container.log(stdout=True, stderr=True, follow=True)
+
+
+async def addresses_on_network(docker: aiodocker.Docker, name: str) -> dict[str, str]:
+    """Container name → IPv4 address of every container attached to network NAME."""
+    data = await network(docker, name)
+    found: dict[str, str] = {}
+    for entry in ((data or {}).get("Containers") or {}).values():
+        address = str(entry.get("IPv4Address") or "").split("/")[0]
+        if entry.get("Name") and address:
+            found[str(entry["Name"])] = address
+    return found

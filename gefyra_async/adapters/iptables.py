@@ -37,3 +37,18 @@ async def delete_rule(table: str, chain: str, rule: Sequence[str]) -> bool:
             raise IptablesError(f"iptables -t {table} -D {chain} {' '.join(rule)}: {err}")
         removed = True
     return removed
+
+
+async def rules_with_comment(table: str, chain: str, comment: str) -> list[list[str]]:
+    """The rules of TABLE/CHAIN tagged ``-m comment --comment COMMENT`` (as -D arguments)."""
+    import shlex
+
+    result = await anyio.run_process(["iptables", "-w", "-t", table, "-S", chain], check=False)
+    if result.returncode != 0:
+        raise IptablesError(f"iptables -t {table} -S {chain}: {result.stderr.decode().strip()}")
+    found = []
+    for line in result.stdout.decode().splitlines():
+        words = shlex.split(line)
+        if words[:2] == ["-A", chain] and comment in words:
+            found.append(words[2:])
+    return found

@@ -6,7 +6,9 @@ Callers get plain dicts and strings; kubernetes_asyncio stays inside adapters.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
+from collections.abc import Sequence
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -18,23 +20,30 @@ from gefyra_async.core.settings import Settings
 MERGE_PATCH = "application/merge-patch+json"
 
 
-class Clients:
-    """The Client custom resources in stowaway's namespace."""
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
-    def __init__(self, api: ApiClient, settings: Settings) -> None:
+
+class CustomObjects:
+    """The custom resources of one kind (PLURAL) in stowaway's namespace."""
+
+    plural = names.CLIENT_PLURAL
+
+    def __init__(self, api: ApiClient, settings: Settings, plural: str | None = None) -> None:
         self.custom = client.CustomObjectsApi(api)
         self.settings = settings
+        if plural:
+            self.plural = plural
 
     def _args(self) -> tuple[str, str, str, str]:
         return (
             self.settings.api_group,
             names.CLIENT_VERSION,
             self.settings.namespace,
-            names.CLIENT_PLURAL,
+            self.plural,
         )
 
     async def list(self) -> list[dict[str, Any]]:
-        """Every Client; none when the custom resource is not installed."""
+        """Every object; none when the custom resource is not installed."""
         try:
             result = await self.custom.list_namespaced_custom_object(*self._args())
         except ApiException as exc:
@@ -67,8 +76,26 @@ class Clients:
             if exc.status != 404:  # deleted meanwhile: nothing to report on
                 raise
 
+    async def set_finalizers(self, name: str, finalizers: Sequence[str]) -> None:
+        """Replace the object's finalizers (a deleted object goes once they are empty)."""
+        try:
+            options: dict[str, Any] = {"_content_type": MERGE_PATCH}
+            await self.custom.patch_namespaced_custom_object(
+                *self._args(), name, {"metadata": {"finalizers": list(finalizers)}}, **options
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        obj: dict[str, Any] = await self.custom.create_namespaced_custom_object(*self._args(), body)
+        try:
+            obj: dict[str, Any] = await self.custom.create_namespaced_custom_object(
+                *self._args(), body
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise AlreadyExistsError(f"{self.plural} {body['metadata']['name']!r}") from None
+            raise
         return obj
 
     async def delete(self, name: str) -> bool:
@@ -79,6 +106,103 @@ class Clients:
                 return False
             raise
         return True
+
+
+class AlreadyExistsError(RuntimeError):
+    pass
+
+
+class Clients(CustomObjects):
+    """The Client custom resources in stowaway's namespace."""
+
+    plural = names.CLIENT_PLURAL
+
+
+class Bridges(CustomObjects):
+    """The Bridge custom resources in stowaway's namespace."""
+
+    plural = names.BRIDGE_PLURAL
+
+
+async def workload(api: ApiClient, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+    """A Deployment, StatefulSet or Pod as a plain (camelCase) dict; None if missing."""
+    obj: Any
+    try:
+        if kind == "Pod":
+            obj = await client.CoreV1Api(api).read_namespaced_pod(name, namespace)
+        elif kind == "Deployment":
+            obj = await client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
+        elif kind == "StatefulSet":
+            obj = await client.AppsV1Api(api).read_namespaced_stateful_set(name, namespace)
+        else:
+            raise ValueError(f"not a workload kind: {kind}")
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    data: dict[str, Any] = api.sanitize_for_serialization(obj)
+    return data
+
+
+async def add_ephemeral_container(
+    api: ApiClient, namespace: str, pod: str, container: dict[str, Any]
+) -> None:
+    """Add CONTAINER to POD's ephemeral containers (the pod keeps running)."""
+    options: dict[str, Any] = {"_content_type": STRATEGIC_MERGE_PATCH}
+    await client.CoreV1Api(api).patch_namespaced_pod_ephemeralcontainers(
+        pod, namespace, {"spec": {"ephemeralContainers": [container]}}, **options
+    )
+
+
+async def record_event(
+    api: ApiClient,
+    involved: dict[str, str],
+    reason: str,
+    message: str,
+    *,
+    warning: bool = False,
+    component: str = "gefyra-async-stowaway",
+) -> None:
+    """A Kubernetes Event about INVOLVED (apiVersion, kind, namespace, name, uid).
+
+    Events are a courtesy to the user: failing to write one is logged, never raised.
+    """
+    import datetime
+    import uuid
+
+    now = datetime.datetime.now(datetime.UTC)
+    body: Any = {
+        "metadata": {
+            "name": f"{involved['name']}.{uuid.uuid4().hex[:12]}",
+            "namespace": involved["namespace"],
+        },
+        "involvedObject": involved,
+        "reason": reason,
+        "message": message[:1000],
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": component},
+        "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "count": 1,
+    }
+    with contextlib.suppress(ApiException):
+        await client.CoreV1Api(api).create_namespaced_event(involved["namespace"], body)
+
+
+async def service_cluster_ip(api: ApiClient, namespace: str, name: str) -> str | None:
+    try:
+        service = await client.CoreV1Api(api).read_namespaced_service(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    ip = service.spec.cluster_ip
+    return str(ip) if ip and ip != "None" else None
+
+
+def pods_everywhere(api: ApiClient) -> Any:
+    """The list call of every pod in the cluster (for ``list_and_watch``)."""
+    return client.CoreV1Api(api).list_pod_for_all_namespaces
 
 
 async def ensure_secret_value(

@@ -1,7 +1,8 @@
 """The cargo agent: ``python3 -m gefyra_async.agents.cargo`` in a connection's cargo container.
 
 Actors: the tunnel (WireGuard client end), the DNS forwarder (cargo's address → cluster
-DNS, only), the Docker event source and the route manager. ``route CONTAINER`` applies a
+DNS, only), the Docker event source, the route manager and the container reporter
+(local container addresses → stowaway, for bridges). ``route CONTAINER`` applies a
 container's default route at once and exits 0 when it is in place (used by ``run``).
 Configuration comes from the environment the CLI set when it created cargo.
 """
@@ -17,12 +18,14 @@ import structlog
 
 from gefyra_async.actors.bus_monitor import BusMonitor
 from gefyra_async.actors.cargo_tunnel import INTERFACE, CargoTunnel, TunnelConfig
+from gefyra_async.actors.container_reporter import ContainerReporter
 from gefyra_async.actors.dns import DnsForwarderActor
 from gefyra_async.actors.docker_events import DockerEventsActor
 from gefyra_async.actors.route_manager import RouteManager
 from gefyra_async.adapters.containers import docker_client, inspect
 from gefyra_async.adapters.dns import Endpoint
 from gefyra_async.adapters.wireguard import Uapi
+from gefyra_async.api.connection import network_name
 from gefyra_async.core.actor import Actor, Backoff, Supervisor
 from gefyra_async.core.bus import EventBus
 from gefyra_async.core.logging import configure_logging
@@ -59,6 +62,16 @@ async def agent() -> None:
         RouteManager(docker_client, connection, cargo_ip, settings.resync_period),
         BusMonitor(settings.bus_report_period),
     ]
+    control = os.environ.get("CARGO_CONTROL")
+    if control:
+        host, _, port = control.rpartition(":")
+        actors.append(
+            ContainerReporter(
+                docker_client, connection, network_name(connection), (host, int(port))
+            )
+        )
+    else:
+        log.warning("CARGO_CONTROL not set: bridges cannot find local containers; run up again")
     log.info("cargo starting", connection=connection, address=tunnel.address)
     await Supervisor(
         bus,

@@ -1,7 +1,8 @@
 """The stowaway agent: ``python3 -m gefyra_async.agents.stowaway`` in the stowaway pod.
 
-Actors: the tunnel (WireGuard server end + client reconciler). Client objects are
-re-read on every pass; a watch makes changes visible within a second.
+Actors: the tunnel (WireGuard server end + client reconciler), the control server
+(carriers and cargos), the pod-rewriter (bridges → carriers), and the watches that feed
+them: Clients, Bridges, and every pod of the cluster.
 """
 
 from __future__ import annotations
@@ -12,10 +13,18 @@ import anyio
 import structlog
 
 from gefyra_async.actors.bus_monitor import BusMonitor
+from gefyra_async.actors.control import ControlServer
 from gefyra_async.actors.kube_watch import KubeWatchActor
+from gefyra_async.actors.pod_rewriter import PodRewriter
 from gefyra_async.actors.stowaway_tunnel import StowawayTunnel
-from gefyra_async.adapters.kube_objects import incluster_api
+from gefyra_async.adapters.kube_objects import (
+    ensure_secret_value,
+    incluster_api,
+    pods_everywhere,
+    service_cluster_ip,
+)
 from gefyra_async.adapters.kube_watch import custom_objects_list, list_and_watch
+from gefyra_async.adapters.wgkeys import KeyPair
 from gefyra_async.core import names
 from gefyra_async.core.actor import Actor, Backoff, Supervisor
 from gefyra_async.core.bus import EventBus
@@ -29,16 +38,54 @@ async def main() -> None:
     settings = Settings.from_env()
     configure_logging(debug=bool(os.environ.get("GEFYRA_ASYNC_DEBUG")))
     bus = EventBus(settings.bus_buffer)
+    pod_ip = os.environ.get("POD_IP") or "127.0.0.1"
     async with await incluster_api() as api:
-        clients = custom_objects_list(
-            api, settings.api_group, names.CLIENT_VERSION, settings.namespace, names.CLIENT_PLURAL
+        secret = await ensure_secret_value(
+            api,
+            settings.namespace,
+            names.STOWAWAY_KEY_SECRET,
+            "privateKey",
+            lambda: KeyPair.generate().private,
         )
+        control_ip = None
+        while control_ip is None:  # installed together with this deployment
+            control_ip = await service_cluster_ip(
+                api, settings.namespace, names.STOWAWAY_CONTROL_SERVICE
+            )
+            if control_ip is None:
+                log.warning("control Service missing, waiting", name=names.STOWAWAY_CONTROL_SERVICE)
+                await anyio.sleep(2)
+
+        def watch(plural: str) -> KubeWatchActor:
+            listing = custom_objects_list(
+                api, settings.api_group, names.CLIENT_VERSION, settings.namespace, plural
+            )
+            return KubeWatchActor(
+                plural, list_and_watch(api, listing, timeout_seconds=settings.kube_watch_timeout)
+            )
+
+        control = ControlServer(names.CONTROL_PORT, secret, settings.tunnel_cidr)
         actors: list[Actor] = [
-            StowawayTunnel(settings, api, os.environ.get("POD_IP")),
-            # Client changes reach the tunnel's reconciler within a moment, not a period.
+            StowawayTunnel(settings, api, pod_ip),
+            control,
+            PodRewriter(
+                settings,
+                api,
+                control,
+                pod_ip=pod_ip,
+                control_address=f"{control_ip}:{names.CONTROL_PORT}",
+                carrier_image=os.environ.get("GEFYRA_ASYNC_CARRIER_IMAGE")
+                or f"{names.IMAGE_PREFIX}/carrier:latest",
+                secret=secret,
+            ),
+            # Changes reach the reconcilers within a moment, not a period.
+            watch(names.CLIENT_PLURAL),
+            watch(names.BRIDGE_PLURAL),
             KubeWatchActor(
-                names.CLIENT_PLURAL,
-                list_and_watch(api, clients, timeout_seconds=settings.kube_watch_timeout),
+                "pods",
+                list_and_watch(
+                    api, pods_everywhere(api), timeout_seconds=settings.kube_watch_timeout
+                ),
             ),
             BusMonitor(settings.bus_report_period),
         ]

@@ -24,7 +24,12 @@ import anyio
 import structlog
 
 from gefyra_async.adapters import containers as docker
-from gefyra_async.adapters.kube_objects import Clients, load_balancer_address, namespace_exists
+from gefyra_async.adapters.kube_objects import (
+    Bridges,
+    Clients,
+    load_balancer_address,
+    namespace_exists,
+)
 from gefyra_async.adapters.wgkeys import KeyPair
 from gefyra_async.api import install
 from gefyra_async.api.context import Context, UserError
@@ -196,6 +201,7 @@ async def up(
                 f"CARGO_ENDPOINT={endpoint}",
                 f"CARGO_ROUTES={','.join(routes)}",
                 f"CARGO_DNS={status.get('clusterDNS') or ''}",
+                f"CARGO_CONTROL={status['serverAddress']}:{names.CONTROL_PORT}",
                 f"GEFYRA_ASYNC_TUNNEL_MTU={status.get('mtu') or ctx.settings.tunnel_mtu}",
             ],
             "HostConfig": {
@@ -291,6 +297,15 @@ async def down(ctx: Context, name: str = "default", *, everything: bool = False)
         cargos = await docker.with_label(ctx.docker, f"{names.ROLE}=cargo", running_only=False)
         targets = sorted({c.labels.get(names.CONNECTION, "") for c in cargos} | {name})
     for target in targets:
+        if await namespace_exists(ctx.api, ctx.settings.namespace):
+            # Bridges first: the pods' original apps serve again before anything goes.
+            mine = [
+                b["metadata"]["name"]
+                for b in await Bridges(ctx.api, ctx.settings).list()
+                if (b.get("spec") or {}).get("client") == target
+            ]
+            if mine:
+                removed += [f"bridge/{b}" for b in await install.remove_bridges(ctx, mine)]
         for info in await docker.with_label(
             ctx.docker, connection_label(target), running_only=False
         ):

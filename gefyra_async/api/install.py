@@ -10,6 +10,7 @@ import structlog
 from gefyra_async import __version__
 from gefyra_async.adapters.kube_apply import apply, delete
 from gefyra_async.adapters.kube_objects import (
+    Bridges,
     crd_established,
     deployment_available,
     namespace_exists,
@@ -59,9 +60,38 @@ async def install(ctx: Context, image: str | None = None) -> None:
     )
 
 
+async def remove_bridges(ctx: Context, chosen: list[str] | None = None) -> list[str]:
+    """Delete the bridges CHOSEN (all when None) and wait until stowaway has had every
+    carrier drop them. If stowaway cannot confirm in time (it is gone, say), the
+    finalizer is removed here so nothing stays behind; carriers then remove their
+    redirects by themselves once they lose stowaway (orphan timeout)."""
+    if not await namespace_exists(ctx.api, ctx.settings.namespace):
+        return []
+    bridges = Bridges(ctx.api, ctx.settings)
+    if chosen is None:
+        chosen = [b["metadata"]["name"] for b in await bridges.list()]
+    for name in chosen:
+        await bridges.delete(name)
+
+    async def gone() -> bool:
+        return all([await bridges.get(n) is None for n in chosen])
+
+    with anyio.move_on_after(ctx.settings.bridge_timeout):
+        while not await gone():  # noqa: ASYNC110 - polls the API
+            await anyio.sleep(0.2)
+        return chosen
+    for name in chosen:
+        log.warning("stowaway did not confirm removing the bridge; removing it anyway", bridge=name)
+        await bridges.set_finalizers(name, [])
+    return chosen
+
+
 async def uninstall(ctx: Context) -> bool:
     """Remove the cluster side; waits until the namespace is gone. False: nothing was there."""
     s = ctx.settings
+    # Bridges first, while stowaway still runs to take carriers out of the pods (and
+    # before the CRD goes: deleting it would wait on their finalizers).
+    await remove_bridges(ctx)
     found = False
     for obj in reversed(manifests.cluster_side(s, "")):
         found = await delete(ctx.api, obj) or found

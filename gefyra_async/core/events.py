@@ -62,6 +62,23 @@ class KubeObjectEvent(Event):
     relisted: bool = False
 
 
+# ---- Bridges ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerChanged(Event):
+    """A carrier or cargo on stowaway's control server connected, reported or left.
+
+    ``role`` is carrier or cargo; ``key`` is ``namespace/pod`` for a carrier and the
+    client's tunnel address for a cargo; ``what`` is connected, applied, containers,
+    stats or closed.
+    """
+
+    role: str
+    key: str
+    what: str
+
+
 # ---- Tunnel -------------------------------------------------------------------------
 
 

@@ -14,23 +14,27 @@ from gefyra_async.core.settings import Settings
 Obj = dict[str, Any]
 
 
-def crd(settings: Settings) -> Obj:
+def _crd(
+    settings: Settings,
+    plural: str,
+    kind: str,
+    short: str,
+    columns: list[dict[str, str]],
+    spec_schema: Obj,
+) -> Obj:
     group = settings.api_group
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": f"{names.CLIENT_PLURAL}.{group}",
-            "labels": names.labels("crd"),
-        },
+        "metadata": {"name": f"{plural}.{group}", "labels": names.labels("crd")},
         "spec": {
             "group": group,
             "scope": "Namespaced",
             "names": {
-                "plural": names.CLIENT_PLURAL,
-                "singular": "client",
-                "kind": names.CLIENT_KIND,
-                "shortNames": ["gaclient"],
+                "plural": plural,
+                "singular": kind.lower(),
+                "kind": kind,
+                "shortNames": [short],
             },
             "versions": [
                 {
@@ -38,35 +42,12 @@ def crd(settings: Settings) -> Obj:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Address", "type": "string", "jsonPath": ".status.tunnelAddress"},
-                        {
-                            "name": "Connected",
-                            "type": "string",
-                            "jsonPath": '.status.conditions[?(@.type=="Connected")].status',
-                        },
-                        {"name": "Handshake", "type": "date", "jsonPath": ".status.lastHandshake"},
-                    ],
+                    "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
                             "properties": {
-                                "spec": {
-                                    "type": "object",
-                                    "required": ["publicKey"],
-                                    "properties": {
-                                        "publicKey": {
-                                            "type": "string",
-                                            "description": "the client's WireGuard public key "
-                                            "(base64); the private key never leaves the client",
-                                            "pattern": "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$",
-                                        },
-                                        "localSubnet": {
-                                            "type": "string",
-                                            "description": "the client's local Docker subnet",
-                                        },
-                                    },
-                                },
+                                "spec": spec_schema,
                                 "status": {
                                     "type": "object",
                                     "x-kubernetes-preserve-unknown-fields": True,
@@ -78,6 +59,113 @@ def crd(settings: Settings) -> Obj:
             ],
         },
     }
+
+
+def crd(settings: Settings) -> Obj:
+    return _crd(
+        settings,
+        names.CLIENT_PLURAL,
+        names.CLIENT_KIND,
+        "gaclient",
+        [
+            {"name": "Address", "type": "string", "jsonPath": ".status.tunnelAddress"},
+            {
+                "name": "Connected",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Connected")].status',
+            },
+            {"name": "Handshake", "type": "date", "jsonPath": ".status.lastHandshake"},
+        ],
+        {
+            "type": "object",
+            "required": ["publicKey"],
+            "properties": {
+                "publicKey": {
+                    "type": "string",
+                    "description": "the client's WireGuard public key "
+                    "(base64); the private key never leaves the client",
+                    "pattern": "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$",
+                },
+                "localSubnet": {
+                    "type": "string",
+                    "description": "the client's local Docker subnet",
+                },
+            },
+        },
+    )
+
+
+def bridge_crd(settings: Settings) -> Obj:
+    string = {"type": "string"}
+    port = {"type": "integer", "minimum": 1, "maximum": 65535}
+    return _crd(
+        settings,
+        names.BRIDGE_PLURAL,
+        names.BRIDGE_KIND,
+        "gabridge",
+        [
+            {"name": "Client", "type": "string", "jsonPath": ".spec.client"},
+            {"name": "Namespace", "type": "string", "jsonPath": ".spec.target.namespace"},
+            {"name": "Target", "type": "string", "jsonPath": ".status.targetText"},
+            {"name": "Local", "type": "string", "jsonPath": ".spec.destination.container"},
+            {
+                "name": "Ready",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+            },
+            {"name": "Pods", "type": "string", "jsonPath": ".status.bridgedText"},
+        ],
+        {
+            "type": "object",
+            "required": ["client", "target", "ports", "destination"],
+            "properties": {
+                "client": {**string, "description": "the Client (connection) that owns it"},
+                "target": {
+                    "type": "object",
+                    "required": ["namespace", "kind", "name", "container"],
+                    "properties": {
+                        "namespace": string,
+                        "kind": {"type": "string", "enum": ["Deployment", "StatefulSet", "Pod"]},
+                        "name": string,
+                        "container": string,
+                    },
+                },
+                "ports": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["remote", "local"],
+                        "properties": {"remote": port, "local": port},
+                    },
+                },
+                "destination": {
+                    "type": "object",
+                    "required": ["container"],
+                    "properties": {
+                        "container": {
+                            **string,
+                            "description": "the local container (its address comes from cargo)",
+                        }
+                    },
+                },
+                "rules": {
+                    "type": "array",
+                    "description": "HTTP match rules, all must match; none: every connection",
+                    "items": {
+                        "type": "object",
+                        "required": ["kind", "match", "value"],
+                        "properties": {
+                            "kind": {"type": "string", "enum": ["header", "path"]},
+                            "name": string,
+                            "match": {"type": "string", "enum": ["exact", "prefix", "regex"]},
+                            "value": string,
+                        },
+                    },
+                },
+            },
+        },
+    )
 
 
 def namespace(settings: Settings) -> Obj:
@@ -122,6 +210,22 @@ def role(settings: Settings) -> Obj:
                 "verbs": ["get", "patch", "update"],
             },
             {
+                "apiGroups": [settings.api_group],
+                "resources": [names.BRIDGE_PLURAL],
+                "verbs": ["get", "list", "watch", "patch", "update"],
+            },
+            {
+                "apiGroups": [settings.api_group],
+                "resources": [f"{names.BRIDGE_PLURAL}/status"],
+                "verbs": ["get", "patch", "update"],
+            },
+            {
+                "apiGroups": [""],
+                "resources": ["services"],
+                "resourceNames": [names.STOWAWAY_CONTROL_SERVICE],
+                "verbs": ["get"],
+            },
+            {
                 "apiGroups": [""],
                 "resources": ["secrets"],
                 "resourceNames": [names.STOWAWAY_KEY_SECRET],
@@ -134,8 +238,9 @@ def role(settings: Settings) -> Obj:
 
 
 def cluster_role(settings: Settings) -> Obj:
-    """Cluster-wide reads stowaway needs to tell clients what to route: the pod and
-    service ranges."""
+    """Cluster-wide rights of stowaway: the pod and service ranges (for clients' routes);
+    the bridged workloads and their pods, carrier added as an ephemeral container, and
+    Events on those pods."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
@@ -147,6 +252,14 @@ def cluster_role(settings: Settings) -> Obj:
                 "resources": ["servicecidrs"],
                 "verbs": ["get", "list"],
             },
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods/ephemeralcontainers"], "verbs": ["patch"]},
+            {
+                "apiGroups": ["apps"],
+                "resources": ["deployments", "statefulsets"],
+                "verbs": ["get"],
+            },
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         ],
     }
 
@@ -182,6 +295,14 @@ def cluster_role_binding(settings: Settings) -> Obj:
             {"kind": "ServiceAccount", "name": names.STOWAWAY, "namespace": settings.namespace}
         ],
     }
+
+
+def carrier_image_of(stowaway_image: str) -> str:
+    """Carrier's image: stowaway's, with the other name (same registry and tag)."""
+    repo, sep, tag = stowaway_image.rpartition(":")
+    if not sep or "/" in tag:
+        repo, tag = stowaway_image, "latest"
+    return f"{repo.rpartition('/')[0]}/carrier:{tag}"
 
 
 def stowaway_deployment(settings: Settings, image: str) -> Obj:
@@ -225,13 +346,26 @@ def stowaway_deployment(settings: Settings, image: str) -> Obj:
                                     "name": "GEFYRA_ASYNC_TUNNEL_MTU",
                                     "value": str(settings.tunnel_mtu),
                                 },
+                                {
+                                    "name": "GEFYRA_ASYNC_CARRIER_IMAGE",
+                                    "value": carrier_image_of(image),
+                                },
+                                {
+                                    "name": "GEFYRA_ASYNC_CARRIER_ORPHAN_TIMEOUT",
+                                    "value": str(settings.carrier_orphan_timeout),
+                                },
                             ],
                             "ports": [
                                 {
                                     "name": "wireguard",
                                     "containerPort": names.STOWAWAY_LISTEN_PORT,
                                     "protocol": "UDP",
-                                }
+                                },
+                                {
+                                    "name": "control",
+                                    "containerPort": names.CONTROL_PORT,
+                                    "protocol": "TCP",
+                                },
                             ],
                             # WireGuard needs a TUN device and NET_ADMIN.
                             "securityContext": {"privileged": True},
@@ -276,17 +410,44 @@ def tunnel_service(settings: Settings) -> Obj:
     }
 
 
+def control_service(settings: Settings) -> Obj:
+    """Where carriers reach stowaway's control server (inside the cluster only)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": names.STOWAWAY_CONTROL_SERVICE,
+            "namespace": settings.namespace,
+            "labels": names.labels(names.STOWAWAY),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": names.labels(names.STOWAWAY),
+            "ports": [
+                {
+                    "name": "control",
+                    "protocol": "TCP",
+                    "port": names.CONTROL_PORT,
+                    "targetPort": names.CONTROL_PORT,
+                }
+            ],
+        },
+    }
+
+
 def cluster_side(settings: Settings, stowaway_image: str) -> list[Obj]:
     """Everything `up` installs, in creation order (`down` removes it in reverse)."""
     return [
         namespace(settings),
         crd(settings),
+        bridge_crd(settings),
         service_account(settings),
         role(settings),
         cluster_role(settings),
         role_binding(settings),
         cluster_role_binding(settings),
         tunnel_service(settings),
+        control_service(settings),
         stowaway_deployment(settings, stowaway_image),
     ]
 
@@ -304,4 +465,77 @@ def client(settings: Settings, name: str, public_key: str, local_subnet: str | N
             "labels": names.labels("client", **{names.CONNECTION: name}),
         },
         "spec": spec,
+    }
+
+
+def carrier_container(
+    name: str,
+    image: str,
+    *,
+    control: str,
+    namespace: str,
+    pod: str,
+    token: str,
+    orphan_timeout: float,
+) -> Obj:
+    """Carrier as an ephemeral container: shares the pod's network namespace, may change
+    its iptables (NET_ADMIN) and runs as root even in pods that run as another user."""
+    env = {
+        "GEFYRA_ASYNC_CONTROL": control,
+        "GEFYRA_ASYNC_POD_NAMESPACE": namespace,
+        "GEFYRA_ASYNC_POD_NAME": pod,
+        "GEFYRA_ASYNC_CARRIER_NAME": name,
+        "GEFYRA_ASYNC_CARRIER_TOKEN": token,
+        "GEFYRA_ASYNC_ORPHAN_TIMEOUT": str(orphan_timeout),
+    }
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python3", "-m", "gefyra_async.agents.carrier"],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": False,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"]},
+        },
+    }
+
+
+def bridge(
+    settings: Settings,
+    name: str,
+    *,
+    client: str,
+    client_uid: str,
+    target: dict[str, str],
+    ports: list[dict[str, int]],
+    local_container: str,
+    rules: list[dict[str, str]],
+) -> Obj:
+    """A Bridge object, owned by its Client (deleted with it) and finalized by stowaway."""
+    return {
+        "apiVersion": f"{settings.api_group}/{names.CLIENT_VERSION}",
+        "kind": names.BRIDGE_KIND,
+        "metadata": {
+            "name": name,
+            "namespace": settings.namespace,
+            "labels": names.labels("bridge", **{names.CONNECTION: client}),
+            "finalizers": [names.BRIDGE_FINALIZER],
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{settings.api_group}/{names.CLIENT_VERSION}",
+                    "kind": names.CLIENT_KIND,
+                    "name": client,
+                    "uid": client_uid,
+                }
+            ],
+        },
+        "spec": {
+            "client": client,
+            "target": target,
+            "ports": ports,
+            "destination": {"container": local_container},
+            "rules": rules,
+        },
     }

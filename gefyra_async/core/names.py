@@ -12,10 +12,19 @@ CLIENT_VERSION = "v1alpha1"
 CLIENT_PLURAL = "clients"
 CLIENT_KIND = "Client"
 
+BRIDGE_PLURAL = "bridges"
+BRIDGE_KIND = "Bridge"
+# Stowaway removes it once no carrier still applies a deleted bridge.
+BRIDGE_FINALIZER = "gefyra-async.dev/carrier"
+
 STOWAWAY = "stowaway"
 STOWAWAY_TUNNEL_SERVICE = "stowaway-tunnel"
 STOWAWAY_KEY_SECRET = "stowaway-server-key"
 STOWAWAY_LISTEN_PORT = 51820
+STOWAWAY_CONTROL_SERVICE = "stowaway-control"
+CONTROL_PORT = 7700  # carriers and cargos keep one JSON-lines connection to stowaway
+CARRIER_PREFIX = "gefyra-carrier"  # ephemeral containers: gefyra-carrier-1, -2, ...
+CARRIER_COMMENT = "gefyra-async-carrier"  # iptables comment on carrier's redirects
 
 IMAGE_PREFIX = "registry.local/gefyra-async"
 

@@ -66,6 +66,31 @@ class Settings:
     bus_report_period: float = field(
         default=30.0, metadata=_doc("seconds between reports of dropped bus events, if any")
     )
+    # ---- bridges ----
+    bridge_timeout: float = field(
+        default=60.0,
+        metadata=_doc(
+            "seconds `bridge` waits until every ready pod of the target is bridged, and "
+            "`unbridge` until every carrier dropped the bridge"
+        ),
+    )
+    carrier_start_timeout: float = field(
+        default=30.0,
+        metadata=_doc(
+            "seconds stowaway waits for an added carrier to connect before adding it again"
+        ),
+    )
+    carrier_orphan_timeout: float = field(
+        default=60.0,
+        metadata=_doc(
+            "seconds a carrier keeps its redirects while stowaway is unreachable; then it "
+            "removes them and exits, so a vanished cluster side leaves no interception behind"
+        ),
+    )
+    bridge_port_range: str = field(
+        default="20000-29999",
+        metadata=_doc("stowaway ports handed out to bridges (one per bridged port)"),
+    )
     # ---- Kubernetes ----
     kube_request_timeout: float = field(
         default=30.0, metadata=_doc("seconds one Kubernetes API request may take")

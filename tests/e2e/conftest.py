@@ -92,3 +92,11 @@ async def namespace(core: client.CoreV1Api, request: pytest.FixtureRequest) -> A
             return None
 
         await poll(gone, within=120, what=f"namespace {name} deleted")
+
+
+@pytest.fixture(scope="session")
+def platform_cli(platform: Platform) -> list[str]:
+    """The gefyra-async command line, pointed at the platform's cluster."""
+    import sys
+
+    return [sys.executable, "-m", "gefyra_async.cli", "--kubeconfig", str(platform.kubeconfig)]

@@ -103,8 +103,9 @@ cmd_status() {
 }
 
 # The product's main job on the platform: the demo workload answers in the cluster,
-# then this Docker host connects (gefyra-async up) and a local container reaches the
-# same Service by its short DNS name through the tunnel.
+# then this Docker host connects (gefyra-async up), a local container reaches the same
+# Service by its short DNS name through the tunnel, and finally the workload is bridged
+# to a local container (the cluster's request answered locally) and unbridged again.
 cmd_demo() {
 	cmd_up
 	python_env
@@ -124,6 +125,29 @@ cmd_demo() {
 	log "on this machine: gefyra-async run asks http://demo-echo/hello (namespace $ns)"
 	"${ga[@]}" run --rm --name "demo-local-$RANDOM" -n "$ns" --image "$BASE_IMAGE" \
 		--command "python3 -c '$fetch' http://demo-echo/hello"
+
+	# The other direction: the cluster's traffic to demo-echo answered on this machine.
+	local local_app=demo-echo-local ask
+	ask() {
+		$KUBECTL -n "$ns" run "demo-client-$RANDOM" --rm -i --restart=Never --quiet \
+			--image="$BASE_IMAGE" --image-pull-policy=Never --command -- \
+			python3 -c "$fetch" "http://demo-echo.$ns.svc.cluster.local/hello"
+	}
+	docker rm -f "$local_app" "$local_app-netns" >/dev/null 2>&1 || true
+	log "on this machine: a local copy of the echo server (gefyra-async run --name $local_app)"
+	"${ga[@]}" run --detach --name "$local_app" -n "$ns" --image "$DEMO_IMAGE" \
+		--env "SERVED_BY=$local_app on $(hostname)" >/dev/null
+	log "bridging: gefyra-async bridge deploy/demo-echo -n $ns -p 8080:8080 --local $local_app"
+	"${ga[@]}" bridge deploy/demo-echo -n "$ns" -p 8080:8080 --local "$local_app" --name demo
+	log "inside the cluster, the same request now reaches the local container:"
+	ask
+	log "unbridging: gefyra-async unbridge demo"
+	"${ga[@]}" unbridge demo
+	log "and the original pod answers again (it was never restarted):"
+	ask
+	$KUBECTL -n "$ns" get pods -l app=demo-echo \
+		-o custom-columns='POD:.metadata.name,RESTARTS:.status.containerStatuses[0].restartCount,READY:.status.containerStatuses[0].ready'
+	docker rm -f "$local_app" "$local_app-netns" >/dev/null 2>&1 || true
 	log "the connection stays up; remove it with: $GA_VENV/bin/gefyra-async --kubeconfig $ADMIN_KUBECONFIG down"
 }
 

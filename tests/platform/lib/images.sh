@@ -161,4 +161,5 @@ ensure_product_images() {
 	version=$(product_version)
 	build_product_image "$REPO_DIR/stowaway" "$IMAGE_PREFIX/stowaway:$version" load
 	build_product_image "$REPO_DIR/cargo" "$IMAGE_PREFIX/cargo:$version"
+	build_product_image "$REPO_DIR/carrier" "$IMAGE_PREFIX/carrier:$version" load
 }

@@ -1,0 +1,88 @@
+"""Cargo's container reporter: tells stowaway where the connection's local containers are.
+
+Bridges name a local container; its address can change (a re-run, a recreated holder).
+Cargo keeps one control connection to stowaway through the tunnel and sends the map
+name → address of every container on the connection's network — apps under their own
+name (they share their holder's address) — whenever it changes: on Docker events, and
+every few seconds for anything an event did not say. Stowaway re-points the bridges at
+once, without the CLI being attached.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import structlog
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from gefyra_async.adapters.containers import addresses_on_network, with_label
+from gefyra_async.core import names
+from gefyra_async.core.bus import EventBus
+from gefyra_async.core.events import ContainerEvent
+
+log = structlog.get_logger(__name__)
+
+SILENCE_LIMIT = 20.0  # stowaway pings every 5 s
+
+
+class ContainerReporter:
+    name = "container-reporter"
+
+    def __init__(
+        self,
+        docker_factory: Callable[[], Any],
+        connection: str,
+        network: str,
+        control: tuple[str, int],
+        period: float = 5.0,
+    ) -> None:
+        self.docker_factory = docker_factory
+        self.connection = connection
+        self.network = network
+        self.control = control
+        self.period = period
+
+    async def containers(self, docker: Any) -> dict[str, str]:
+        found = await addresses_on_network(docker, self.network)
+        for info in await with_label(docker, f"{names.CONNECTION}={self.connection}"):
+            app = info.labels.get("gefyra-async.dev/app")
+            address = info.networks.get(self.network)
+            if info.labels.get(names.ROLE) == "netns" and app and address:
+                found[app] = address
+        return found
+
+    async def run(self, bus: EventBus) -> None:
+        host, port = self.control
+        async with (
+            self.docker_factory() as docker,
+            bus.subscribe(ContainerEvent, name=self.name) as events,
+            await anyio.connect_tcp(host, port) as stream,
+        ):
+            hello = {"type": "hello", "role": "cargo", "connection": self.connection}
+            await stream.send((json.dumps(hello) + "\n").encode())
+            log.info("reporting local containers", control=f"{host}:{port}")
+            reader = BufferedByteReceiveStream(stream)
+            async with anyio.create_task_group() as tg:
+
+                async def listen() -> None:
+                    while True:
+                        with anyio.fail_after(SILENCE_LIMIT):
+                            msg = json.loads(await reader.receive_until(b"\n", 1 << 20))
+                        if msg.get("type") == "error":
+                            raise RuntimeError(f"stowaway refused cargo: {msg.get('message')}")
+
+                tg.start_soon(listen)
+                sent: dict[str, str] | None = None
+                while True:
+                    current = await self.containers(docker)
+                    if current != sent:
+                        message = {"type": "containers", "containers": current}
+                        await stream.send((json.dumps(message) + "\n").encode())
+                        sent = current
+                        log.info("local containers reported", containers=current)
+                    with anyio.move_on_after(self.period):
+                        await events.receive()
+                        await anyio.sleep(0.05)

@@ -1,0 +1,285 @@
+"""Stowaway's control server: one JSON-lines connection per carrier and per cargo.
+
+Carriers (in bridged pods) say hello with a token stowaway gave them, receive their
+pod's whole config and answer which ports they redirect. Cargos (on developer machines)
+connect through the tunnel and report the addresses of their local containers; the
+source address of that connection is the client's tunnel address, which WireGuard
+authenticates. The protocol is in docs/bridge.md. The pod-rewriter reads the sessions
+and pushes configs; every change of a session is a ``PeerChanged`` event on the bus.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from gefyra_async.core.bus import EventBus
+from gefyra_async.core.events import PeerChanged
+
+log = structlog.get_logger(__name__)
+
+MAX_LINE = 1 << 20
+PING_PERIOD = 5.0
+
+
+def carrier_token(secret: str, namespace: str, pod: str, carrier: str) -> str:
+    """What a carrier must present: HMAC-SHA256(secret, "ns/pod/carrier"), hex."""
+    message = f"{namespace}/{pod}/{carrier}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+class Session:
+    """One connected peer; ``send`` is safe to call from any task."""
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self.stream = stream
+        self.lock = anyio.Lock()
+        self.connected_at = time.time()
+
+    async def send(self, message: dict[str, Any]) -> bool:
+        data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+        try:
+            async with self.lock:
+                await self.stream.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.stream.aclose()
+
+
+@dataclass(eq=False)
+class CarrierSession:
+    session: Session
+    namespace: str
+    pod: str
+    carrier: str
+    sent_version: int = 0
+    sent_routes: list[dict[str, Any]] | None = None
+    applied_version: int = -1
+    applied_ports: dict[str, int] = field(default_factory=dict)
+    applied_at: float = 0.0  # monotonic
+    stats: dict[str, Any] = field(default_factory=dict)
+    exiting: bool = False
+    dropping: set[str] = field(default_factory=set)  # bridges the last config removed
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.pod}"
+
+    def applied_bridges(self) -> set[str]:
+        """Bridges the carrier confirmed (its last applied version is the last sent)."""
+        if self.applied_version != self.sent_version or self.sent_routes is None:
+            return set()
+        ports = {int(p) for p in self.applied_ports}
+        return {
+            b["name"]
+            for r in self.sent_routes
+            if int(r["port"]) in ports
+            for b in r.get("bridges", [])
+        }
+
+    def settled(self) -> bool:
+        """The carrier confirmed the last config it was sent."""
+        return self.applied_version == self.sent_version
+
+    def sent_bridges(self) -> set[str]:
+        return {b["name"] for r in self.sent_routes or [] for b in r.get("bridges", [])}
+
+
+@dataclass(eq=False)
+class CargoSession:
+    session: Session
+    address: str  # the client's tunnel address
+    connection: str
+    containers: dict[str, str] = field(default_factory=dict)
+
+
+class ControlServer:
+    name = "control"
+
+    def __init__(self, port: int, secret: str, tunnel_cidr: str, host: str = "0.0.0.0") -> None:
+        self.port = port
+        self.host = host
+        self.secret = secret
+        self.tunnel = ipaddress.ip_network(tunnel_cidr)
+        self.carriers: dict[str, CarrierSession] = {}
+        self.cargos: dict[str, CargoSession] = {}
+        # Last map each cargo reported, kept across its reconnects so bridges don't flap.
+        self.containers: dict[str, dict[str, str]] = {}
+        self.bus: EventBus | None = None
+
+    # ---- used by the pod-rewriter ----
+
+    async def push(self, key: str, routes: list[dict[str, Any]]) -> bool:
+        """Send ROUTES to the carrier of pod KEY unless it already has them."""
+        cs = self.carriers.get(key)
+        if cs is None or cs.exiting:
+            return False
+        if cs.sent_routes == routes:
+            return True
+        cs.dropping = cs.sent_bridges() - {b["name"] for r in routes for b in r.get("bridges", [])}
+        cs.sent_version += 1
+        cs.sent_routes = routes
+        return await cs.session.send(
+            {"type": "config", "version": cs.sent_version, "routes": routes}
+        )
+
+    async def tell_exit(self, key: str, reason: str) -> None:
+        cs = self.carriers.get(key)
+        if cs is None or cs.exiting:
+            return
+        cs.exiting = True
+        await cs.session.send({"type": "exit", "reason": reason})
+
+    def containers_of(self, address: str) -> dict[str, str] | None:
+        return self.containers.get(address)
+
+    # ---- the server ----
+
+    def _changed(self, role: str, key: str, what: str) -> None:
+        if self.bus is not None:
+            self.bus.publish(PeerChanged(role=role, key=key, what=what))
+
+    async def run(self, bus: EventBus) -> None:
+        self.bus = bus
+        listener = await anyio.create_tcp_listener(
+            local_host=self.host, local_port=self.port, reuse_port=False
+        )
+        log.info("control server listening", port=self.port)
+        async with listener:
+            await listener.serve(self._handle)
+
+    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+        remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
+        peer = str(remote[0]) if isinstance(remote, tuple) else str(remote)
+        session = Session(stream)
+        reader = BufferedByteReceiveStream(stream)
+        try:
+            with anyio.fail_after(10):
+                hello = json.loads(await reader.receive_until(b"\n", MAX_LINE))
+            if not isinstance(hello, dict) or hello.get("type") != "hello":
+                await session.send({"type": "error", "message": "expected hello"})
+                return
+            if hello.get("role") == "carrier":
+                await self._carrier(session, reader, hello, peer)
+            elif hello.get("role") == "cargo":
+                await self._cargo(session, reader, hello, peer)
+            else:
+                await session.send({"type": "error", "message": "unknown role"})
+        except (
+            TimeoutError,
+            ValueError,
+            anyio.IncompleteRead,
+            anyio.EndOfStream,
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            anyio.DelimiterNotFound,
+            OSError,
+        ) as exc:
+            log.debug("control connection ended", peer=peer, error=repr(exc))
+        finally:
+            await session.close()
+
+    async def _lines(self, reader: BufferedByteReceiveStream) -> Any:
+        while True:
+            line = await reader.receive_until(b"\n", MAX_LINE)
+            if line.strip():
+                yield json.loads(line)
+
+    async def _pinger(self, session: Session) -> None:
+        while await session.send({"type": "ping"}):  # noqa: ASYNC110 - a heartbeat
+            await anyio.sleep(PING_PERIOD)
+
+    async def _carrier(
+        self, session: Session, reader: BufferedByteReceiveStream, hello: dict[str, Any], peer: str
+    ) -> None:
+        ns, pod, carrier = (
+            str(hello.get("namespace")),
+            str(hello.get("pod")),
+            str(hello.get("carrier")),
+        )
+        expected = carrier_token(self.secret, ns, pod, carrier)
+        if not hmac.compare_digest(expected, str(hello.get("token", ""))):
+            log.warning("carrier refused: bad token", pod=f"{ns}/{pod}", peer=peer)
+            await session.send({"type": "error", "message": "bad token"})
+            return
+        cs = CarrierSession(session, ns, pod, carrier)
+        old = self.carriers.get(cs.key)
+        if old is not None:
+            await old.session.close()
+        self.carriers[cs.key] = cs
+        log.info("carrier connected", pod=cs.key, carrier=carrier, peer=peer)
+        self._changed("carrier", cs.key, "connected")
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._pinger, session)
+                async for msg in self._lines(reader):
+                    kind = msg.get("type")
+                    if kind == "applied":
+                        cs.applied_version = int(msg.get("version", -1))
+                        cs.applied_ports = {
+                            str(k): int(v) for k, v in (msg.get("ports") or {}).items()
+                        }
+                        cs.applied_at = time.monotonic()
+                        self._changed("carrier", cs.key, "applied")
+                    elif kind == "stats":
+                        cs.stats = dict(msg.get("bridges") or {})
+                        self._changed("carrier", cs.key, "stats")
+                    elif kind == "bye":
+                        break
+                tg.cancel_scope.cancel()
+        finally:
+            if self.carriers.get(cs.key) is cs:
+                del self.carriers[cs.key]
+            log.info("carrier left", pod=cs.key, carrier=carrier)
+            self._changed("carrier", cs.key, "closed")
+
+    async def _cargo(
+        self, session: Session, reader: BufferedByteReceiveStream, hello: dict[str, Any], peer: str
+    ) -> None:
+        try:
+            inside = ipaddress.ip_address(peer) in self.tunnel
+        except ValueError:
+            inside = False
+        if not inside:
+            log.warning("cargo refused: not from the tunnel", peer=peer)
+            await session.send(
+                {"type": "error", "message": "cargo must connect through the tunnel"}
+            )
+            return
+        cargo = CargoSession(session, peer, str(hello.get("connection", "")))
+        old = self.cargos.get(peer)
+        if old is not None:
+            await old.session.close()
+        self.cargos[peer] = cargo
+        log.info("cargo connected", address=peer, connection=cargo.connection)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._pinger, session)
+                async for msg in self._lines(reader):
+                    if msg.get("type") == "containers":
+                        found = {str(k): str(v) for k, v in (msg.get("containers") or {}).items()}
+                        if found != self.containers.get(peer):
+                            cargo.containers = found
+                            self.containers[peer] = found
+                            log.info("local containers", address=peer, containers=found)
+                            self._changed("cargo", peer, "containers")
+                tg.cancel_scope.cancel()
+        finally:
+            if self.cargos.get(peer) is cargo:
+                del self.cargos[peer]
+            log.info("cargo left", address=peer)

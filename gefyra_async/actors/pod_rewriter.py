@@ -1,0 +1,489 @@
+"""Stowaway's pod-rewriter: makes every Bridge object true on every pod it targets.
+
+Desired state: the Bridge objects (and their Clients). Observed state: the pods (from
+the pod watch), the carriers and cargos connected to the control server. Each pass
+
+- resolves each bridge's target pods and its local container's address (from cargo);
+- adds carrier as an ephemeral container to every Ready target pod without a live one
+  (the pod keeps running; nothing restarts) and pushes each carrier its pod's config;
+- tells a carrier whose pod has no bridge left to remove its redirects and exit;
+- rewrites the kernel DNAT that carries bridged connections from carriers on to the
+  local container, through the client's own peer (one stowaway port per bridged port);
+- writes status (pods bridged, Ready condition, measured Ready→bridged delay) and
+  Kubernetes Events, and removes the finalizer of a deleted bridge once no carrier
+  still applies it.
+
+A pass runs on every pod, bridge, client or control event (bursts coalesce) and at
+least every few seconds; everything it does is idempotent.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import structlog
+
+from gefyra_async.actors.control import ControlServer, carrier_token
+from gefyra_async.adapters.kube_objects import (
+    Bridges,
+    add_ephemeral_container,
+    record_event,
+    workload,
+)
+from gefyra_async.adapters.nat import replace_chain
+from gefyra_async.core import manifests, names
+from gefyra_async.core.bridges import (
+    Bridge,
+    BridgePlan,
+    allocate_ports,
+    carrier_state,
+    container_ports,
+    pod_ready,
+    pod_routes,
+    selector_matches,
+)
+from gefyra_async.core.bus import EventBus
+from gefyra_async.core.conditions import set_condition
+from gefyra_async.core.events import KubeObjectEvent, PeerChanged, Resync
+from gefyra_async.core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+DNAT_CHAIN = "GA-BRIDGES"
+PASS_PERIOD = 5.0
+WORKLOAD_CACHE_SECONDS = 10.0
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class PodMark:
+    """What the rewriter remembers of one (bridge, pod) pair."""
+
+    bridged_at: float | None = None  # wall clock
+    delay: float | None = None  # Ready (as stowaway saw it) → bridged, seconds
+
+
+class PodRewriter:
+    name = "pod-rewriter"
+
+    def __init__(
+        self,
+        settings: Settings,
+        api: Any,
+        control: ControlServer,
+        *,
+        pod_ip: str,
+        control_address: str,
+        carrier_image: str,
+        secret: str,
+    ) -> None:
+        self.settings = settings
+        self.api = api
+        self.control = control
+        self.pod_ip = pod_ip
+        self.control_address = control_address
+        self.carrier_image = carrier_image
+        self.secret = secret
+        self.bridges_api = Bridges(api, settings)
+        low, _, high = settings.bridge_port_range.partition("-")
+        self.port_range = (int(low), int(high))
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.bridges: dict[str, dict[str, Any]] = {}
+        self.clients: dict[str, dict[str, Any]] = {}
+        self.ready_since: dict[str, float] = {}  # pod key → monotonic time it turned Ready
+        self.bridge_seen: dict[str, float] = {}  # bridge uid → monotonic time first seen
+        self.deleting_since: dict[str, float] = {}  # bridge uid → monotonic
+        self.marks: dict[tuple[str, str], PodMark] = {}
+        self.adding: dict[str, tuple[str, float]] = {}  # pod key → (carrier, monotonic)
+        self.workloads: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = {}
+        self.dnat: list[list[str]] | None = None
+        self.reported: dict[str, Any] = {}  # bridge name → last status written (stable part)
+        self.destinations: dict[str, str | None] = {}
+        self.problems: dict[str, str] = {}
+
+    # ---- events → caches ----
+
+    def _take(self, event: object) -> None:
+        if not isinstance(event, KubeObjectEvent):
+            return
+        if event.resource == "pods":
+            key = f"{event.namespace}/{event.name}"
+            if event.type == "DELETED":
+                self.pods.pop(key, None)
+                self.ready_since.pop(key, None)
+                return
+            pod = dict(event.obj)
+            if pod_ready(pod):
+                self.ready_since.setdefault(key, event.at)
+            else:
+                self.ready_since.pop(key, None)
+            self.pods[key] = pod
+        elif event.resource in (names.BRIDGE_PLURAL, names.CLIENT_PLURAL):
+            store = self.bridges if event.resource == names.BRIDGE_PLURAL else self.clients
+            if event.type == "DELETED":
+                store.pop(event.name, None)
+            else:
+                store[event.name] = dict(event.obj)
+
+    async def run(self, bus: EventBus) -> None:
+        async with bus.subscribe(KubeObjectEvent, PeerChanged, Resync, name=self.name) as events:
+            while True:
+                with anyio.move_on_after(PASS_PERIOD):
+                    self._take(await events.receive())
+                    await anyio.sleep(0.02)  # take a burst as one nudge
+                    while True:
+                        try:
+                            self._take(events.receive_nowait())
+                        except anyio.WouldBlock:
+                            break
+                try:
+                    await self.reconcile()
+                except Exception as exc:  # one bad pass must not stop the next
+                    log.exception("reconcile failed", error=str(exc))
+                    await anyio.sleep(1)
+
+    # ---- the pass ----
+
+    async def _workload(self, ns: str, kind: str, name: str) -> dict[str, Any] | None:
+        key = (ns, kind, name)
+        cached = self.workloads.get(key)
+        if cached and time.monotonic() - cached[0] < WORKLOAD_CACHE_SECONDS:
+            return cached[1]
+        obj = await workload(self.api, ns, kind, name)
+        self.workloads[key] = (time.monotonic(), obj)
+        return obj
+
+    async def _plan(self, obj: dict[str, Any]) -> BridgePlan | None:
+        try:
+            b = Bridge.from_object(obj)
+        except ValueError as exc:
+            meta = obj.get("metadata", {})
+            name = meta.get("name", "?")
+            if meta.get("deletionTimestamp"):  # nothing was applied for it
+                keep = [f for f in meta.get("finalizers") or [] if f != names.BRIDGE_FINALIZER]
+                await self.bridges_api.set_finalizers(name, keep)
+                return None
+            await self._status_invalid(name, str(exc))
+            return None
+        self.bridge_seen.setdefault(b.uid, time.monotonic())
+        plan = BridgePlan(b)
+        if b.deleting:
+            self.deleting_since.setdefault(b.uid, time.monotonic())
+            plan.reason, plan.problem = "Deleting", "being removed"
+            return plan
+        client = self.clients.get(b.client)
+        address = ((client or {}).get("status") or {}).get("tunnelAddress")
+        if not address:
+            plan.reason = "ClientNotConnected"
+            plan.problem = f"connection {b.client} has no tunnel address (is it up?)"
+            return plan
+        containers = self.control.containers_of(address)
+        if containers is None:
+            plan.reason = "WaitingForCargo"
+            plan.problem = f"cargo of connection {b.client} has not reported its containers yet"
+        elif b.local_container not in containers:
+            plan.reason = "LocalContainerNotFound"
+            plan.problem = (
+                f"local container {b.local_container} is not running in connection {b.client}"
+            )
+        else:
+            plan.destination = containers[b.local_container]
+        if b.kind == "Pod":
+            selected = (
+                [f"{b.namespace}/{b.workload}"]
+                if f"{b.namespace}/{b.workload}" in self.pods
+                else []
+            )
+            if not selected:
+                plan.reason, plan.problem = "TargetNotFound", f"pod {b.workload} does not exist"
+        else:
+            wl = await self._workload(b.namespace, b.kind, b.workload)
+            if wl is None:
+                plan.reason = "TargetNotFound"
+                plan.problem = f"{b.kind.lower()} {b.workload} does not exist in {b.namespace}"
+                return plan
+            selector = (wl.get("spec") or {}).get("selector")
+            selected = [
+                key
+                for key, pod in self.pods.items()
+                if pod["metadata"].get("namespace") == b.namespace
+                and selector_matches(selector, pod["metadata"].get("labels") or {})
+            ]
+        for key in selected:
+            if container_ports(self.pods[key].get("spec") or {}, b.container) is None:
+                plan.reason = "ContainerNotFound"
+                plan.problem = f"pod {key} has no container {b.container}"
+        # A bridged pod stays bridged while it is briefly not Ready.
+        plan.pods = sorted(
+            k for k in selected if pod_ready(self.pods[k]) or k in self.control.carriers
+        )
+        return plan
+
+    async def reconcile(self) -> None:
+        plans = [p for obj in list(self.bridges.values()) if (p := await self._plan(obj))]
+        kept = {
+            p.bridge.name: {
+                int(k): int(v)
+                for k, v in (
+                    (self.bridges[p.bridge.name].get("status") or {}).get("upstreamPorts") or {}
+                ).items()
+            }
+            for p in plans
+        }
+        ports = allocate_ports([p.bridge for p in plans], kept, self.port_range)
+        for p in plans:
+            p.upstream_ports = ports[p.bridge.name]
+            if p.destination is None and not p.problem:
+                p.reason, p.problem = "LocalContainerNotFound", "no address for the local container"
+        active = [p for p in plans if not p.problem]
+        refused: dict[str, str] = {}
+
+        # Carriers: config for every pod with bridges, exit for those without.
+        wanted = sorted({k for p in active for k in p.pods} | set(self.control.carriers))
+        for key in wanted:
+            routes, refused_here = pod_routes(active, key, self.pod_ip)
+            refused.update(refused_here)
+            if routes:
+                await self._ensure_carrier(key, routes)
+            else:
+                self.adding.pop(key, None)
+                await self.control.tell_exit(key, "no bridge targets this pod any more")
+
+        await self._write_dnat(active, refused)
+        for p in plans:
+            await self._report(p, refused.get(p.bridge.name))
+        await self._finalize(plans)
+
+    async def _ensure_carrier(self, key: str, routes: list[dict[str, Any]]) -> None:
+        if key in self.control.carriers and not self.control.carriers[key].exiting:
+            await self.control.push(key, routes)
+            self.adding.pop(key, None)
+            return
+        pod = self.pods.get(key)
+        if pod is None:
+            return
+        state = carrier_state(pod)
+        pending = self.adding.get(key)
+        now = time.monotonic()
+        if state.active:
+            # Added and not terminated: it connects in a moment (or is stuck; say so).
+            if pending is None:
+                self.adding[key] = (state.active, now)
+            return
+        if (
+            pending
+            and pending[0] == state.next_name
+            and now - pending[1] < self.settings.carrier_start_timeout
+        ):
+            return  # our patch is on its way into the pod's status
+        ns, name = key.split("/", 1)
+        carrier = state.next_name
+        container = manifests.carrier_container(
+            carrier,
+            self.carrier_image,
+            control=self.control_address,
+            namespace=ns,
+            pod=name,
+            token=carrier_token(self.secret, ns, name, carrier),
+            orphan_timeout=self.settings.carrier_orphan_timeout,
+        )
+        try:
+            await add_ephemeral_container(self.api, ns, name, container)
+        except Exception as exc:
+            log.warning("adding carrier failed", pod=key, error=str(exc))
+            self.adding[key] = (carrier, now)
+            await record_event(
+                self.api,
+                self._pod_ref(pod),
+                "CarrierFailed",
+                f"adding {carrier} failed: {exc}",
+                warning=True,
+            )
+            return
+        self.adding[key] = (carrier, now)
+        log.info("carrier added", pod=key, carrier=carrier)
+        await record_event(
+            self.api,
+            self._pod_ref(pod),
+            "CarrierAdded",
+            f"gefyra-async added {carrier} to intercept bridged ports (no restart)",
+        )
+
+    @staticmethod
+    def _pod_ref(pod: dict[str, Any]) -> dict[str, str]:
+        meta = pod["metadata"]
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": meta.get("uid", ""),
+        }
+
+    def _bridge_ref(self, b: Bridge) -> dict[str, str]:
+        return {
+            "apiVersion": f"{self.settings.api_group}/{names.CLIENT_VERSION}",
+            "kind": names.BRIDGE_KIND,
+            "namespace": self.settings.namespace,
+            "name": b.name,
+            "uid": b.uid,
+        }
+
+    async def _write_dnat(self, active: list[BridgePlan], refused: dict[str, str]) -> None:
+        rules: list[list[str]] = []
+        for p in active:
+            if p.bridge.name in refused or p.destination is None:
+                continue
+            sources = [self.pods[k]["status"]["podIP"] for k in p.pods if k in self.pods]
+            for pm in p.bridge.ports:
+                for source in sources:
+                    rules.append(
+                        [
+                            "-s", f"{source}/32", "-d", f"{self.pod_ip}/32", "-p", "tcp",
+                            "--dport", str(p.upstream_ports[pm.remote]),
+                            "-j", "DNAT", "--to-destination", f"{p.destination}:{pm.local}",
+                        ]
+                    )  # fmt: skip
+        if rules != self.dnat:
+            await replace_chain("nat", DNAT_CHAIN, rules, hook=("PREROUTING", ["-p", "tcp"]))
+            self.dnat = rules
+            log.info("bridge DNAT rewritten", rules=len(rules))
+
+    async def _report(self, p: BridgePlan, refused: str | None) -> None:
+        b = p.bridge
+        if b.deleting:
+            return
+        now_wall, now = time.time(), time.monotonic()
+        pods: list[dict[str, Any]] = []
+        bridged = 0
+        for key in p.pods:
+            session = self.control.carriers.get(key)
+            done = bool(session and session.settled() and b.name in session.applied_bridges())
+            mark = self.marks.setdefault((b.name, key), PodMark())
+            if done and mark.bridged_at is None:
+                mark.bridged_at = now_wall
+                ready = self.ready_since.get(key)
+                seen = self.bridge_seen.get(b.uid, now)
+                # Only pods that turned Ready after the bridge existed have a fair delay.
+                if ready is not None and ready >= seen:
+                    mark.delay = round(now - ready, 3)
+                log.info("pod bridged", bridge=b.name, pod=key, ready_to_bridged=mark.delay)
+                await record_event(
+                    self.api,
+                    self._bridge_ref(b),
+                    "PodBridged",
+                    f"pod {key} bridged"
+                    + (
+                        f" {mark.delay:.2f}s after it became Ready"
+                        if mark.delay is not None
+                        else ""
+                    ),
+                )
+            elif not done:
+                mark.bridged_at, mark.delay = None, None
+            bridged += done
+            entry: dict[str, Any] = {"pod": key, "bridged": done}
+            if mark.bridged_at is not None:
+                entry["bridgedAt"] = _iso(mark.bridged_at)
+            if mark.delay is not None:
+                entry["readyToBridgedSeconds"] = mark.delay
+            if session is not None and b.name in session.stats:
+                entry["stats"] = session.stats[b.name]
+            pods.append(entry)
+        for key in [k for (bn, k) in self.marks if bn == b.name and k not in p.pods]:
+            del self.marks[(b.name, key)]
+            await record_event(
+                self.api, self._bridge_ref(b), "PodGone", f"pod {key} left the bridge"
+            )
+        reason, message = p.reason, p.problem
+        if refused:
+            reason, message = "Conflict", refused
+        elif not message and not p.pods:
+            reason, message = "NoReadyPods", f"{b.kind.lower()} {b.workload} has no ready pod"
+        elif not message and bridged < len(p.pods):
+            waiting = [k for k in p.pods if not any(e["pod"] == k and e["bridged"] for e in pods)]
+            details = []
+            for k in waiting:
+                state = carrier_state(self.pods.get(k, {}))
+                if state.waiting_reason:
+                    details.append(f"{k}: carrier {state.waiting_reason}")
+            reason = "Bridging"
+            message = f"{bridged}/{len(p.pods)} pods bridged" + (
+                f" ({'; '.join(details)})" if details else ""
+            )
+        ready = not message
+        if ready:
+            reason, message = "Bridged", f"{bridged}/{len(p.pods)} pods bridged"
+        if self.problems.get(b.name) != reason:
+            if not ready and reason not in ("Bridging", "WaitingForCargo"):
+                await record_event(self.api, self._bridge_ref(b), reason, message, warning=True)
+            self.problems[b.name] = reason
+        if self.destinations.get(b.name) not in (None, p.destination) and p.destination:
+            await record_event(
+                self.api,
+                self._bridge_ref(b),
+                "Repointed",
+                f"local container {b.local_container} is now at {p.destination}",
+            )
+        self.destinations[b.name] = p.destination
+        old = self.bridges.get(b.name, {}).get("status") or {}
+        status: dict[str, Any] = {
+            "targetText": b.target_text,
+            "destination": {"container": b.local_container, "address": p.destination},
+            "upstream": self.pod_ip,
+            "upstreamPorts": {str(k): v for k, v in p.upstream_ports.items()},
+            "pods": pods,
+            "bridgedText": f"{bridged}/{len(p.pods)}",
+            "problem": message if not ready else None,
+        }
+        conditions = set_condition(old.get("conditions"), "Ready", ready, reason, message)
+        stable = (status, [(c["type"], c["status"], c["reason"], c["message"]) for c in conditions])
+        if self.reported.get(b.name) != stable:
+            status["conditions"] = conditions
+            await self.bridges_api.patch_status(b.name, status)
+            self.reported[b.name] = stable
+
+    async def _status_invalid(self, name: str, message: str) -> None:
+        """A Bridge object stowaway cannot read (written by hand, or by a newer client)."""
+        if self.problems.get(name) == message:
+            return
+        self.problems[name] = message
+        old = self.bridges.get(name, {}).get("status") or {}
+        conditions = set_condition(old.get("conditions"), "Ready", False, "Invalid", message)
+        await self.bridges_api.patch_status(name, {"problem": message, "conditions": conditions})
+
+    async def _finalize(self, plans: list[BridgePlan]) -> None:
+        for p in plans:
+            b = p.bridge
+            if not b.deleting or not b.finalized:
+                continue
+            holders = [
+                s.key
+                for s in self.control.carriers.values()
+                if b.name in s.sent_bridges() or (not s.settled() and b.name in s.dropping)
+            ]
+            waited = time.monotonic() - self.deleting_since.get(b.uid, time.monotonic())
+            if holders and waited < self.settings.bridge_timeout:
+                continue
+            if holders:
+                log.warning(
+                    "finalizing bridge carriers did not confirm", bridge=b.name, pods=holders
+                )
+            obj = self.bridges.get(b.name, {})
+            finalizers = [
+                f
+                for f in obj.get("metadata", {}).get("finalizers") or []
+                if f != names.BRIDGE_FINALIZER
+            ]
+            await self.bridges_api.set_finalizers(b.name, finalizers)
+            self.reported.pop(b.name, None)
+            self.problems.pop(b.name, None)
+            self.destinations.pop(b.name, None)
+            log.info("bridge removed", bridge=b.name)

@@ -1,0 +1,493 @@
+"""Bridges end to end: cluster traffic answered by local containers, without restarts.
+
+Real parts only: Deployments in the platform cluster, carrier added to their pods as an
+ephemeral container by stowaway, the tunnel to cargo, local containers in Docker. The
+requests come from a client pod in the cluster, through the Service, as any caller's
+would.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiodocker
+import anyio
+import pytest
+from kubernetes_asyncio import client
+
+from gefyra_async.adapters.kube_objects import Bridges, exec_in_pod
+from gefyra_async.api import open_context
+from gefyra_async.api.bridges import BridgeRequest, bridge, header_rule, path_rule, unbridge
+from gefyra_async.api.connection import down, up
+from gefyra_async.api.context import Context, UserError
+from gefyra_async.api.runner import RunSpec, remove, run
+from tests.e2e.platform import Platform, poll, unique_name, wait_pod
+from tests.e2e.test_connect import leftovers
+
+# Requests on ONE keep-alive connection, each with its own headers/path; prints JSON.
+HTTP_LOOP = """
+import http.client, json, sys
+host, port, count, specs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+conn, out = http.client.HTTPConnection(host, port, timeout=10), []
+for i in range(count):
+    spec = specs[i % len(specs)]
+    try:
+        conn.request("GET", spec.get("path", "/"), headers=spec.get("headers", {}))
+        answer = conn.getresponse()
+        body = json.loads(answer.read())
+        out.append({"spec": i % len(specs), "served_by": body["served_by"], "path": body["path"]})
+    except Exception as exc:
+        out.append({"spec": i % len(specs), "error": repr(exc)})
+        conn.close()
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+print("RESULT", json.dumps(out))  # a prefix: the exec client would parse bare JSON
+"""
+
+TCP_ONCE = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.sendall(b"hello over tcp\\n")
+print(s.makefile().readline().strip())
+"""
+
+
+@pytest.fixture
+async def ctx(platform: Platform) -> AsyncIterator[Context]:
+    async with open_context(str(platform.kubeconfig)) as context:
+        yield context
+
+
+def echo_deployment(name: str, image: str, replicas: int = 1, **pod: Any) -> Any:
+    container: dict[str, Any] = {
+        "name": "echo",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "ports": [{"containerPort": 8080}, {"containerPort": 9000}],
+        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+        **pod,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [container]},
+            },
+        },
+    }
+
+
+async def workload(
+    kube: client.ApiClient, namespace: str, platform: Platform, name: str = "web", **pod: Any
+) -> None:  # POD: extra fields of the echo container
+    """Deployment NAME + Service NAME (80 → 8080, 9000) + a client pod to call them from."""
+    apps, core = client.AppsV1Api(kube), client.CoreV1Api(kube)
+    await apps.create_namespaced_deployment(
+        namespace, echo_deployment(name, platform.demo_image, **pod)
+    )
+    service: Any = {
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"app": name},
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": 8080},
+                {"name": "tcp", "port": 9000, "targetPort": 9000},
+            ],
+        },
+    }
+    await core.create_namespaced_service(namespace, service)
+    caller: Any = {
+        "metadata": {"name": "caller"},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": platform.base_image,
+                    "imagePullPolicy": "Never",
+                    "command": ["sleep", "infinity"],
+                }
+            ],
+        },
+    }
+    await core.create_namespaced_pod(namespace, caller)
+    await wait_pod(core, namespace, "caller")
+    await poll(
+        lambda: ready_pods(core, namespace, name, 1), within=120, what=f"deployment {name} ready"
+    )
+
+
+async def ready_pods(
+    core: client.CoreV1Api, namespace: str, app: str, count: int
+) -> list[Any] | None:
+    pods = (await core.list_namespaced_pod(namespace, label_selector=f"app={app}")).items
+    ready = [
+        p
+        for p in pods
+        if not p.metadata.deletion_timestamp
+        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+    ]
+    return ready if len(ready) == count and len(pods) == count else None
+
+
+async def http_from_caller(
+    ctx: Context, namespace: str, host: str, specs: list[dict[str, Any]], count: int, port: int = 80
+) -> list[dict[str, Any]]:
+    out = await exec_in_pod(
+        ctx.api,
+        namespace,
+        "caller",
+        "main",
+        ["python3", "-c", HTTP_LOOP, host, str(port), str(count), json.dumps(specs)],
+    )
+    result: list[dict[str, Any]] = json.loads(out.split("RESULT", 1)[1])
+    return result
+
+
+async def tcp_from_caller(ctx: Context, namespace: str, host: str) -> str:
+    out = await exec_in_pod(
+        ctx.api, namespace, "caller", "main", ["python3", "-c", TCP_ONCE, host, "9000"]
+    )
+    return out.strip()
+
+
+async def cli(command: list[str]) -> tuple[int, str, str]:
+    """Run the CLI; (exit code, stdout, stderr)."""
+    with anyio.fail_after(180):
+        done = await anyio.run_process(command, check=False)
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+async def served_by(
+    ctx: Context, namespace: str, specs: list[dict[str, Any]], count: int
+) -> set[str]:
+    answers = await http_from_caller(ctx, namespace, "web", specs, count)
+    errors = [a for a in answers if "error" in a]
+    assert not errors, errors
+    return {a["served_by"] for a in answers}
+
+
+async def pod_state(
+    core: client.CoreV1Api, namespace: str, app: str
+) -> list[tuple[str, int, str, bool]]:
+    """(pod, restartCount, startedAt, ready) of the echo container of every pod."""
+    pods = (await core.list_namespaced_pod(namespace, label_selector=f"app={app}")).items
+    found = []
+    for p in pods:
+        for s in p.status.container_statuses or []:
+            if s.name == "echo":
+                started = s.state.running.started_at.isoformat() if s.state.running else ""
+                found.append((p.metadata.name, s.restart_count, started, bool(s.ready)))
+    return sorted(found)
+
+
+async def local_app(ctx: Context, conn: Any, platform: Platform, name: str) -> str:
+    await run(ctx, conn, RunSpec(image=platform.demo_image, name=name, env={"SERVED_BY": name}))
+    return name
+
+
+async def test_global_bridge_of_http_and_tcp_follows_the_local_container_and_unbridges(
+    ctx: Context,
+    kube: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    platform: Platform,
+    docker: aiodocker.Docker,
+) -> None:
+    await workload(kube, namespace, platform)
+    [pod] = await ready_pods(core, namespace, "web", 1) or []
+    original = pod.metadata.name
+    before = await pod_state(core, namespace, "web")
+    conn = await up(ctx, "e2e-bridge")
+    local = unique_name("local")
+    try:
+        await local_app(ctx, conn, platform, local)
+        assert await served_by(ctx, namespace, [{}], 3) == {original}
+        started = time.monotonic()
+        obj = await bridge(
+            ctx,
+            BridgeRequest(
+                "deploy/web", ["8080:8080", "9000:9000"], local, namespace, connection=conn.name
+            ),
+        )
+        took = time.monotonic() - started
+        assert obj["status"]["pods"][0]["bridged"] is True
+        # Every request and every raw TCP connection through the Service: the local container.
+        assert await served_by(ctx, namespace, [{}, {"path": "/x"}], 10) == {local}
+        assert await tcp_from_caller(ctx, namespace, "web") == f"{local}: hello over tcp"
+
+        # The local container is re-run with a new address: the bridge follows by itself.
+        old_address = obj["status"]["destination"]["address"]
+        await remove(ctx, local)
+        spacer = await local_app(ctx, conn, platform, unique_name("spacer"))  # takes the old one
+        rerun = await local_app(ctx, conn, platform, local)
+        assert rerun == local
+
+        async def repointed() -> dict[str, Any] | None:
+            b = await Bridges(ctx.api, ctx.settings).get(obj["metadata"]["name"])
+            address = ((b or {}).get("status") or {}).get("destination", {}).get("address")
+            return b if address and address != old_address else None
+
+        await poll(repointed, within=30, what="bridge re-pointed to the new address")
+        assert await served_by(ctx, namespace, [{}], 5) == {local}
+        await remove(ctx, spacer)
+
+        # Nothing restarted, nothing stopped being Ready.
+        assert await pod_state(core, namespace, "web") == before
+
+        assert await unbridge(ctx, obj["metadata"]["name"]) == [obj["metadata"]["name"]]
+        assert await served_by(ctx, namespace, [{}], 5) == {original}
+        assert await tcp_from_caller(ctx, namespace, "web") == f"{original}: hello over tcp"
+        assert await pod_state(core, namespace, "web") == before
+
+        async def carrier_exited() -> bool | None:
+            p = await core.read_namespaced_pod(original, namespace)
+            states = [s.state for s in p.status.ephemeral_container_statuses or []]
+            return True if states and all(s.terminated for s in states) else None
+
+        await poll(carrier_exited, within=30, what="carrier exited after unbridge")
+        print(f"\nbridge → every pod bridged: {took:.2f}s", file=sys.stderr)
+    finally:
+        await down(ctx, conn.name)
+    assert await leftovers(ctx, docker) == []
+
+
+async def test_header_bridges_route_each_request_of_one_connection(
+    ctx: Context,
+    kube: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    platform: Platform,
+    platform_cli: list[str],
+    docker: aiodocker.Docker,
+) -> None:
+    await workload(kube, namespace, platform)
+    [pod] = await ready_pods(core, namespace, "web", 1) or []
+    original = pod.metadata.name
+    conn = await up(ctx, "e2e-headers")
+    alice, bob = unique_name("alice"), unique_name("bob")
+    try:
+        await local_app(ctx, conn, platform, alice)
+        await local_app(ctx, conn, platform, bob)
+        await bridge(
+            ctx,
+            BridgeRequest(
+                "deploy/web/echo", ["8080:8080"], alice, namespace,
+                rules=[header_rule("X-Dev=alice")], connection=conn.name,
+            ),
+        )  # fmt: skip
+        # Bob's bridge through the CLI: two rules, both must match.
+        code, _, err = await cli(
+            [
+                *platform_cli, "bridge", "deploy/web", "-n", namespace, "-p", "8080:8080",
+                "--local", bob, "--connection", conn.name, "--header-prefix", "x-dev=bob",
+                "--path-prefix", "/api", "-o", "json",
+            ]
+        )  # fmt: skip
+        assert code == 0, err
+        specs: list[dict[str, Any]] = [
+            {"headers": {"X-Dev": "alice"}},
+            {"headers": {"X-Dev": "bob-2"}, "path": "/api/orders"},
+            {"headers": {"X-Dev": "bob"}, "path": "/other"},  # path fails: AND
+            {},
+            {"headers": {"X-Dev": "carol"}},
+            {"headers": {"x-dev": "alice"}, "path": "/api/x?q=1"},
+        ]
+        expected = [alice, bob, original, original, original, alice]
+        answers = await http_from_caller(ctx, namespace, "web", specs, 60)
+        wrong = [a for a in answers if a.get("served_by") != expected[a["spec"]]]
+        assert not wrong, wrong[:5]
+
+        code, out, err = await cli([*platform_cli, "bridge", "list", "-o", "json"])
+        assert code == 0, err
+        rows = {r["local"]: r for r in json.loads(out)}
+        assert rows[alice]["ready"]
+        assert rows[bob]["ready"]
+        assert [r["kind"] for r in rows[bob]["rules"]] == ["header", "path"]
+
+        code, _, err = await cli([*platform_cli, "unbridge", "--all", "--connection", conn.name])
+        assert code == 0, err
+        assert await served_by(ctx, namespace, specs, 12) == {original}
+    finally:
+        await down(ctx, conn.name)
+    assert await leftovers(ctx, docker) == []
+
+
+PROBED: dict[str, Any] = {
+    # A custom command, and one probe of each kind: the original container must keep
+    # passing all of them while carrier sits in front of its port.
+    "command": ["sh", "-c", "touch /tmp/started && exec python3 -u /usr/local/bin/echo_server.py"],
+    "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1},
+    "livenessProbe": {"tcpSocket": {"port": 9000}, "periodSeconds": 1, "failureThreshold": 2},
+    "startupProbe": {"exec": {"command": ["test", "-f", "/tmp/started"]}, "periodSeconds": 1},
+}
+
+
+async def test_probes_custom_command_and_restart_count_survive_bridging(
+    ctx: Context,
+    kube: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    platform: Platform,
+    docker: aiodocker.Docker,
+) -> None:
+    await workload(kube, namespace, platform, **PROBED)
+    [pod] = await ready_pods(core, namespace, "web", 1) or []
+    before = await pod_state(core, namespace, "web")
+    conn = await up(ctx, "e2e-probes")
+    local = unique_name("local")
+    samples: list[list[tuple[str, int, str, bool]]] = []
+    try:
+        await local_app(ctx, conn, platform, local)
+        obj = await bridge(
+            ctx,
+            BridgeRequest("deploy/web", ["8080", "9000"], local, namespace, connection=conn.name),
+        )
+        for _ in range(8):  # ~8 probe periods while bridged
+            samples.append(await pod_state(core, namespace, "web"))
+            assert await served_by(ctx, namespace, [{}], 2) == {local}
+            await anyio.sleep(0.5)
+        await unbridge(ctx, obj["metadata"]["name"])
+        for _ in range(4):
+            samples.append(await pod_state(core, namespace, "web"))
+            await anyio.sleep(0.5)
+        assert await served_by(ctx, namespace, [{}], 2) == {pod.metadata.name}
+    finally:
+        await down(ctx, conn.name)
+    # Same container start, no restart, Ready in every sample.
+    assert all(s == before for s in samples), (before, samples)
+    assert before[0][3] is True
+
+
+async def test_rollout_and_scale_up_bridge_every_new_pod(
+    ctx: Context,
+    kube: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    platform: Platform,
+    docker: aiodocker.Docker,
+) -> None:
+    await workload(kube, namespace, platform)
+    apps = client.AppsV1Api(kube)
+    conn = await up(ctx, "e2e-churn")
+    local = unique_name("local")
+    delays: list[float] = []
+    try:
+        await local_app(ctx, conn, platform, local)
+        obj = await bridge(
+            ctx,
+            BridgeRequest(
+                "deploy/web", ["8080:8080"], local, namespace,
+                rules=[header_rule("X-Dev=me")], connection=conn.name,
+            ),
+        )  # fmt: skip
+        name = obj["metadata"]["name"]
+
+        async def all_bridged(count: int) -> list[dict[str, Any]] | None:
+            pods = await ready_pods(core, namespace, "web", count)
+            b = await Bridges(ctx.api, ctx.settings).get(name)
+            listed = ((b or {}).get("status") or {}).get("pods") or []
+            if pods is None or len(listed) != count:
+                return None
+            if {p.metadata.name for p in pods} != {e["pod"].split("/")[1] for e in listed}:
+                return None
+            return listed if all(e["bridged"] for e in listed) else None
+
+        async def check_each_pod(count: int) -> None:
+            for p in await ready_pods(core, namespace, "web", count) or []:
+                answers = await http_from_caller(
+                    ctx, namespace, p.status.pod_ip, [{"headers": {"X-Dev": "me"}}, {}], 4, 8080
+                )
+                assert [a.get("served_by") for a in answers] == [local, p.metadata.name] * 2
+
+        await apps.patch_namespaced_deployment_scale(
+            name="web", namespace=namespace, body={"spec": {"replicas": 3}}
+        )
+        listed = await poll(lambda: all_bridged(3), within=90, what="3 pods bridged")
+        delays += [e["readyToBridgedSeconds"] for e in listed if "readyToBridgedSeconds" in e]
+        await check_each_pod(3)
+
+        old = {e["pod"] for e in listed}
+        restart: Any = {
+            "spec": {"template": {"metadata": {"annotations": {"e2e/restarted": str(time.time())}}}}
+        }
+        await apps.patch_namespaced_deployment("web", namespace, restart)
+
+        async def rolled() -> list[dict[str, Any]] | None:
+            found = await all_bridged(3)
+            return found if found and not ({e["pod"] for e in found} & old) else None
+
+        listed = await poll(rolled, within=180, what="rolled out pods bridged")
+        delays += [e["readyToBridgedSeconds"] for e in listed if "readyToBridgedSeconds" in e]
+        await check_each_pod(3)
+    finally:
+        await down(ctx, conn.name)
+    assert len(delays) >= 5, delays  # 2 from the scale-up, 3 from the rollout
+    print(
+        f"\nReady → bridged over {len(delays)} new pods: "
+        f"min {min(delays):.2f}s, median {sorted(delays)[len(delays) // 2]:.2f}s, "
+        f"max {max(delays):.2f}s",
+        file=sys.stderr,
+    )
+    assert await leftovers(ctx, docker) == []
+
+
+async def test_bad_targets_are_clear_errors_and_leave_nothing(
+    ctx: Context,
+    kube: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    platform: Platform,
+    platform_cli: list[str],
+    docker: aiodocker.Docker,
+) -> None:
+    await workload(kube, namespace, platform)
+    conn = await up(ctx, "e2e-badbridge")
+    local = unique_name("local")
+    try:
+        await local_app(ctx, conn, platform, local)
+        cases = [
+            (BridgeRequest("deploy/missing", ["8080"], local, namespace), "does not exist"),
+            (BridgeRequest("deploy/web", ["1234"], local, namespace), "declares port"),
+            (BridgeRequest("deploy/web/nope", ["8080"], local, namespace), "has no container"),
+            (BridgeRequest("deploy/web", ["8080"], local, "no-such-ns"), "namespace"),
+            (BridgeRequest("deploy/web", ["8080"], "no-such-local", namespace), "is not running"),
+            (BridgeRequest("svc/web", ["8080"], local, namespace), "not one of"),
+            (BridgeRequest("deploy/web", ["8080:x"], local, namespace), "remote:local"),
+        ]
+        for request, text in cases:
+            request.connection = conn.name
+            with pytest.raises(UserError, match=text):
+                await bridge(ctx, request)
+        with pytest.raises(UserError, match="not up"):
+            await bridge(
+                ctx, BridgeRequest("deploy/web", ["8080"], local, namespace, connection="nope")
+            )
+        with pytest.raises(UserError, match="rule"):
+            header_rule("X-Dev=(", "regex")
+        with pytest.raises(UserError, match="NAME=VALUE"):
+            header_rule("novalue")
+        assert path_rule("/api", "prefix")["match"] == "prefix"
+        # The CLI says it in one line and exits 1.
+        code, _, err = await cli(
+            [*platform_cli, "bridge", "deploy/missing", "-n", namespace, "-p", "8080",
+             "--local", local, "--connection", conn.name]
+        )  # fmt: skip
+        assert code == 1
+        assert err.startswith("error: ")
+        assert err.count("\n") == 1, err
+        # Nothing was made: no Bridge, no carrier in the pod.
+        assert await Bridges(ctx.api, ctx.settings).list() == []
+        [pod] = await ready_pods(core, namespace, "web", 1) or []
+        assert not pod.spec.ephemeral_containers
+    finally:
+        await down(ctx, conn.name)
+    assert await leftovers(ctx, docker) == []
