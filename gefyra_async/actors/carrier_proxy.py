@@ -202,6 +202,7 @@ class CarrierProxy:
     async def close(self) -> None:
         for port in list(self.servers):
             await self.close_port(port)
+        await asyncio.sleep(0)  # the loop closes the listening sockets on its next turn
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {name: c.as_dict() for name, c in self.counters.items()}
