@@ -100,3 +100,23 @@ def platform_cli(platform: Platform) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "gefyra_async.cli", "--kubeconfig", str(platform.kubeconfig)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clean_product_state(platform: Platform, platform_cli: list[str]) -> None:
+    """Start the e2e tests from a platform without gefyra-async on it.
+
+    The README's demo leaves its connection up on purpose (for the user to play with); the
+    tests check that each of them leaves nothing behind, so they first take down whatever an
+    earlier demo or an interrupted run left on this project's own test platform.
+    """
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [*platform_cli, "down", "--all"], capture_output=True, text=True, timeout=300, check=False
+    )
+    if done.returncode != 0:
+        pytest.fail(f"could not take down earlier connections: {done.stderr}", pytrace=False)
+    if "no connections" not in done.stdout + done.stderr:
+        print(f"\ntook down what an earlier run left: {done.stdout.strip()}", file=sys.stderr)
