@@ -77,7 +77,7 @@ def setup() -> None:
     sh([*KUBECTL, "delete", "namespace", NS, "--ignore-not-found", "--wait=true"])
     sh([*KUBECTL, "create", "namespace", NS])
     manifest = (REPO / "tests/platform/manifests/demo.yaml").read_text()
-    manifest = manifest.replace("@IMAGE@", ENV["DEMO_IMAGE"]).replace("demo-echo", "web")
+    manifest = manifest.replace("demo-echo", "web").replace("@IMAGE@", ENV["DEMO_IMAGE"])
     sh([*KUBECTL, "-n", NS, "apply", "-f", "-"], input=manifest)
     sh([*KUBECTL, "-n", NS, "run", "loadgen", f"--image={ENV['BASE_IMAGE']}",
         "--image-pull-policy=Never", "--command", "--", "sleep", "infinity"])  # fmt: skip
