@@ -105,6 +105,12 @@ class StowawayTunnel:
             )
             # Clients' traffic enters the cluster with stowaway's pod address.
             await ensure_rule("nat", "POSTROUTING", ["!", "-o", INTERFACE, "-j", "MASQUERADE"])
+            # Clients are isolated from each other: nothing is forwarded from one peer to
+            # another, whatever a client routes into its tunnel. Bridged traffic enters from
+            # the pod network (eth0), so it is not affected.
+            await ensure_rule(
+                "filter", "FORWARD", ["-i", INTERFACE, "-o", INTERFACE, "-j", "DROP"], first=True
+            )
             mark_ready(True)
             log.info(
                 "tunnel up",

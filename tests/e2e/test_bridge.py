@@ -19,10 +19,11 @@ import anyio
 import pytest
 from kubernetes_asyncio import client
 
+from gefyra_async.adapters.containers import exec_in
 from gefyra_async.adapters.kube_objects import Bridges, exec_in_pod
 from gefyra_async.api import open_context
 from gefyra_async.api.bridges import BridgeRequest, bridge, header_rule, path_rule, unbridge
-from gefyra_async.api.connection import down, up
+from gefyra_async.api.connection import cargo_name, down, up
 from gefyra_async.api.context import Context, UserError
 from gefyra_async.api.runner import RunSpec, remove, run
 from tests.e2e.platform import Platform, poll, unique_name, wait_pod
@@ -260,7 +261,7 @@ async def test_global_bridge_of_http_and_tcp_follows_the_local_container_and_unb
     assert await leftovers(ctx, docker) == []
 
 
-async def test_header_bridges_route_each_request_of_one_connection(
+async def test_header_bridges_of_two_connections_route_each_request_and_stay_isolated(
     ctx: Context,
     kube: client.ApiClient,
     core: client.CoreV1Api,
@@ -272,27 +273,30 @@ async def test_header_bridges_route_each_request_of_one_connection(
     await workload(kube, namespace, platform)
     [pod] = await ready_pods(core, namespace, "web", 1) or []
     original = pod.metadata.name
-    conn = await up(ctx, "e2e-headers")
+    # Two developers, two machines: two connections, each with its own local container.
+    conn_a = await up(ctx, "e2e-headers-a")
+    conn_b = await up(ctx, "e2e-headers-b")
     alice, bob = unique_name("alice"), unique_name("bob")
     try:
-        await local_app(ctx, conn, platform, alice)
-        await local_app(ctx, conn, platform, bob)
+        await local_app(ctx, conn_a, platform, alice)
+        await local_app(ctx, conn_b, platform, bob)
         await bridge(
             ctx,
             BridgeRequest(
                 "deploy/web/echo", ["8080:8080"], alice, namespace,
-                rules=[header_rule("X-Dev=alice")], connection=conn.name,
+                rules=[header_rule("X-Dev=alice")], connection=conn_a.name,
             ),
         )  # fmt: skip
         # Bob's bridge through the CLI: two rules, both must match.
-        code, _, err = await cli(
+        code, out, err = await cli(
             [
                 *platform_cli, "bridge", "deploy/web", "-n", namespace, "-p", "8080:8080",
-                "--local", bob, "--connection", conn.name, "--header-prefix", "x-dev=bob",
+                "--local", bob, "--connection", conn_b.name, "--header-prefix", "x-dev=bob",
                 "--path-prefix", "/api", "-o", "json",
             ]
         )  # fmt: skip
         assert code == 0, err
+        bob_address = json.loads(out)["status"]["destination"]["address"]
         specs: list[dict[str, Any]] = [
             {"headers": {"X-Dev": "alice"}},
             {"headers": {"X-Dev": "bob-2"}, "path": "/api/orders"},
@@ -306,6 +310,16 @@ async def test_header_bridges_route_each_request_of_one_connection(
         wrong = [a for a in answers if a.get("served_by") != expected[a["spec"]]]
         assert not wrong, wrong[:5]
 
+        # Alice's machine turns hostile and routes Bob's local subnet into its tunnel; Bob's
+        # cargo is made to accept any tunnel address. stowaway still forwards nothing from
+        # one client to another (without its rule this request is answered).
+        subnet_a, subnet_b = "10.250.0.0/16", bob_address.rsplit(".", 1)[0] + ".0/24"
+        assert await in_cargo(ctx, conn_b.name, "widen", subnet_a) == "widened"
+        assert await in_cargo(ctx, conn_a.name, "widen", subnet_b) == "widened"
+        assert await in_cargo(ctx, conn_a.name, "try", bob_address) == "blocked"
+        # While Bob's own bridge keeps reaching him.
+        assert await served_by(ctx, namespace, [specs[1]], 3) == {bob}
+
         code, out, err = await cli([*platform_cli, "bridge", "list", "-o", "json"])
         assert code == 0, err
         rows = {r["local"]: r for r in json.loads(out)}
@@ -313,12 +327,60 @@ async def test_header_bridges_route_each_request_of_one_connection(
         assert rows[bob]["ready"]
         assert [r["kind"] for r in rows[bob]["rules"]] == ["header", "path"]
 
-        code, _, err = await cli([*platform_cli, "unbridge", "--all", "--connection", conn.name])
+        # --connection limits --all to that connection's bridges.
+        code, _, err = await cli([*platform_cli, "unbridge", "--all", "--connection", conn_a.name])
+        assert code == 0, err
+        answers = await http_from_caller(ctx, namespace, "web", specs, 12)
+        expected = [original, bob, original, original, original, original]
+        wrong = [a for a in answers if a.get("served_by") != expected[a["spec"]]]
+        assert not wrong, wrong[:5]
+        code, _, err = await cli([*platform_cli, "unbridge", "--all"])
         assert code == 0, err
         assert await served_by(ctx, namespace, specs, 12) == {original}
     finally:
-        await down(ctx, conn.name)
+        await down(ctx, conn_a.name)
+        await down(ctx, conn_b.name)
     assert await leftovers(ctx, docker) == []
+
+
+# Run in cargo. `widen SUBNET`: accept SUBNET from the tunnel's one peer (stowaway) and route
+# it into the tunnel. `try ADDRESS`: an HTTP request to ADDRESS:8080 → "reached"/"blocked".
+HOSTILE_CARGO = r"""
+import socket, subprocess, sys
+
+def uapi(text):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect("/var/run/wireguard/wg0.sock")
+    s.sendall(text.encode())
+    out = b""
+    while not out.endswith(b"\n\n"):
+        out += s.recv(65536)
+    s.close()
+    return out.decode()
+
+if sys.argv[1] == "widen":  # accept and route SUBNET through the tunnel's one peer
+    subnet = sys.argv[2]
+    peer = [l[11:] for l in uapi("get=1\n\n").splitlines() if l.startswith("public_key=")][0]
+    assert "errno=0" in uapi(f"set=1\npublic_key={peer}\nallowed_ip={subnet}\n\n")
+    subprocess.run(["ip", "route", "replace", subnet, "dev", "wg0"], check=True)
+    print("RESULT widened")
+else:  # try ADDRESS:8080 over HTTP
+    try:
+        s = socket.create_connection((sys.argv[2], 8080), timeout=4)
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        print("RESULT", "reached" if s.recv(100) else "closed")
+    except OSError as exc:
+        print("RESULT", "blocked", exc)
+"""
+
+
+async def in_cargo(ctx: Context, connection: str, *args: str) -> str:
+    code, out = await exec_in(
+        ctx.docker, cargo_name(connection), ["python3", "-c", HOSTILE_CARGO, *args]
+    )
+    assert code == 0, out
+    assert "RESULT" in out, out
+    return out.split("RESULT", 1)[1].split()[0]
 
 
 PROBED: dict[str, Any] = {
