@@ -6,7 +6,7 @@ starts it). When it is not, every e2e test fails with that instruction; none is 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiodocker
@@ -16,6 +16,20 @@ from kubernetes_asyncio import client, config
 from tests.e2e.platform import ImageLoader, Platform, PlatformError, poll, unique_name
 
 TEST_LABEL = "gefyra-async.dev/e2e-test"
+MEASURED: list[str] = []  # numbers the tests measured, printed at the end of the run
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if MEASURED:
+        terminalreporter.section("measured by the e2e tests (one run, a shared machine)")
+        for line in MEASURED:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """report(text): a measured number, listed in the run's summary under the test's name."""
+    return lambda text: MEASURED.append(f"{request.node.name}: {text}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -9,9 +9,8 @@ would.
 from __future__ import annotations
 
 import json
-import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiodocker
@@ -202,6 +201,7 @@ async def test_global_bridge_of_http_and_tcp_follows_the_local_container_and_unb
     namespace: str,
     platform: Platform,
     docker: aiodocker.Docker,
+    report: Callable[[str], None],
 ) -> None:
     await workload(kube, namespace, platform)
     [pod] = await ready_pods(core, namespace, "web", 1) or []
@@ -255,7 +255,7 @@ async def test_global_bridge_of_http_and_tcp_follows_the_local_container_and_unb
             return True if states and all(s.terminated for s in states) else None
 
         await poll(carrier_exited, within=30, what="carrier exited after unbridge")
-        print(f"\nbridge → every pod bridged: {took:.2f}s", file=sys.stderr)
+        report(f"bridge() → every pod bridged: {took:.2f}s")
     finally:
         await down(ctx, conn.name)
     assert await leftovers(ctx, docker) == []
@@ -436,6 +436,7 @@ async def test_rollout_and_scale_up_bridge_every_new_pod(
     namespace: str,
     platform: Platform,
     docker: aiodocker.Docker,
+    report: Callable[[str], None],
 ) -> None:
     await workload(kube, namespace, platform)
     apps = client.AppsV1Api(kube)
@@ -493,11 +494,10 @@ async def test_rollout_and_scale_up_bridge_every_new_pod(
     finally:
         await down(ctx, conn.name)
     assert len(delays) >= 5, delays  # 2 from the scale-up, 3 from the rollout
-    print(
-        f"\nReady → bridged over {len(delays)} new pods: "
+    report(
+        f"pod Ready → bridged over {len(delays)} new pods: "
         f"min {min(delays):.2f}s, median {sorted(delays)[len(delays) // 2]:.2f}s, "
-        f"max {max(delays):.2f}s",
-        file=sys.stderr,
+        f"max {max(delays):.2f}s ({', '.join(f'{d:.2f}' for d in delays)})"
     )
     assert await leftovers(ctx, docker) == []
 
