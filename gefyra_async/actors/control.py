@@ -16,6 +16,7 @@ import hmac
 import ipaddress
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,17 @@ log = structlog.get_logger(__name__)
 
 MAX_LINE = 1 << 20
 PING_PERIOD = 5.0
+# How a peer's connection may end (a pod deleted, a carrier killed, a bad line): normal.
+CONNECTION_ENDED = (
+    TimeoutError,
+    ValueError,
+    anyio.IncompleteRead,
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.DelimiterNotFound,
+    OSError,
+)
 
 
 def carrier_token(secret: str, namespace: str, pod: str, carrier: str) -> str:
@@ -180,17 +192,10 @@ class ControlServer:
                 await self._cargo(session, reader, hello, peer)
             else:
                 await session.send({"type": "error", "message": "unknown role"})
-        except (
-            TimeoutError,
-            ValueError,
-            anyio.IncompleteRead,
-            anyio.EndOfStream,
-            anyio.BrokenResourceError,
-            anyio.ClosedResourceError,
-            anyio.DelimiterNotFound,
-            OSError,
-        ) as exc:
+        except CONNECTION_ENDED as exc:
             log.debug("control connection ended", peer=peer, error=repr(exc))
+        except Exception as exc:  # one connection must never take the server down
+            log.warning("control connection failed", peer=peer, error=repr(exc))
         finally:
             await session.close()
 
@@ -203,6 +208,25 @@ class ControlServer:
     async def _pinger(self, session: Session) -> None:
         while await session.send({"type": "ping"}):  # noqa: ASYNC110 - a heartbeat
             await anyio.sleep(PING_PERIOD)
+
+    async def _converse(
+        self,
+        session: Session,
+        reader: BufferedByteReceiveStream,
+        on_message: Callable[[dict[str, Any]], bool],
+    ) -> None:
+        """Ping the peer and hand each of its messages to ON_MESSAGE (False: stop) until it
+        goes; the end of the connection is normal, not an error."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._pinger, session)
+            try:
+                async for msg in self._lines(reader):
+                    if isinstance(msg, dict) and not on_message(msg):
+                        break
+            except CONNECTION_ENDED as exc:
+                log.debug("control connection ended", error=repr(exc))
+            finally:
+                tg.cancel_scope.cancel()
 
     async def _carrier(
         self, session: Session, reader: BufferedByteReceiveStream, hello: dict[str, Any], peer: str
@@ -224,24 +248,21 @@ class ControlServer:
         self.carriers[cs.key] = cs
         log.info("carrier connected", pod=cs.key, carrier=carrier, peer=peer)
         self._changed("carrier", cs.key, "connected")
+
+        def on_message(msg: dict[str, Any]) -> bool:
+            kind = msg.get("type")
+            if kind == "applied":
+                cs.applied_version = int(msg.get("version", -1))
+                cs.applied_ports = {str(k): int(v) for k, v in (msg.get("ports") or {}).items()}
+                cs.applied_at = time.monotonic()
+                self._changed("carrier", cs.key, "applied")
+            elif kind == "stats":
+                cs.stats = dict(msg.get("bridges") or {})
+                self._changed("carrier", cs.key, "stats")
+            return kind != "bye"
+
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._pinger, session)
-                async for msg in self._lines(reader):
-                    kind = msg.get("type")
-                    if kind == "applied":
-                        cs.applied_version = int(msg.get("version", -1))
-                        cs.applied_ports = {
-                            str(k): int(v) for k, v in (msg.get("ports") or {}).items()
-                        }
-                        cs.applied_at = time.monotonic()
-                        self._changed("carrier", cs.key, "applied")
-                    elif kind == "stats":
-                        cs.stats = dict(msg.get("bridges") or {})
-                        self._changed("carrier", cs.key, "stats")
-                    elif kind == "bye":
-                        break
-                tg.cancel_scope.cancel()
+            await self._converse(session, reader, on_message)
         finally:
             if self.carriers.get(cs.key) is cs:
                 del self.carriers[cs.key]
@@ -267,18 +288,19 @@ class ControlServer:
             await old.session.close()
         self.cargos[peer] = cargo
         log.info("cargo connected", address=peer, connection=cargo.connection)
+
+        def on_message(msg: dict[str, Any]) -> bool:
+            if msg.get("type") == "containers":
+                found = {str(k): str(v) for k, v in (msg.get("containers") or {}).items()}
+                if found != self.containers.get(peer):
+                    cargo.containers = found
+                    self.containers[peer] = found
+                    log.info("local containers", address=peer, containers=found)
+                    self._changed("cargo", peer, "containers")
+            return True
+
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._pinger, session)
-                async for msg in self._lines(reader):
-                    if msg.get("type") == "containers":
-                        found = {str(k): str(v) for k, v in (msg.get("containers") or {}).items()}
-                        if found != self.containers.get(peer):
-                            cargo.containers = found
-                            self.containers[peer] = found
-                            log.info("local containers", address=peer, containers=found)
-                            self._changed("cargo", peer, "containers")
-                tg.cancel_scope.cancel()
+            await self._converse(session, reader, on_message)
         finally:
             if self.cargos.get(peer) is cargo:
                 del self.cargos[peer]

@@ -44,6 +44,7 @@ from gefyra_async.core.bridges import (
     container_ports,
     pod_ready,
     pod_routes,
+    pod_scheduled,
     selector_matches,
 )
 from gefyra_async.core.bus import EventBus
@@ -67,7 +68,8 @@ class PodMark:
     """What the rewriter remembers of one (bridge, pod) pair."""
 
     bridged_at: float | None = None  # wall clock
-    delay: float | None = None  # Ready (as stowaway saw it) → bridged, seconds
+    bridged_mono: float | None = None  # monotonic
+    delay: float | None = None  # Ready → bridged as stowaway saw them; negative: before Ready
 
 
 class PodRewriter:
@@ -220,9 +222,12 @@ class PodRewriter:
             if container_ports(self.pods[key].get("spec") or {}, b.container) is None:
                 plan.reason = "ContainerNotFound"
                 plan.problem = f"pod {key} has no container {b.container}"
-        # A bridged pod stays bridged while it is briefly not Ready.
+        # Carrier joins a pod as soon as it is bound to a node — the kubelet starts it beside
+        # the app — so that the pod is bridged by the time it turns Ready (when the Service
+        # starts sending it traffic); a bridged pod stays bridged while it is briefly not
+        # Ready, and while it terminates.
         plan.pods = sorted(
-            k for k in selected if pod_ready(self.pods[k]) or k in self.control.carriers
+            k for k in selected if pod_scheduled(self.pods[k]) or k in self.control.carriers
         )
         return plan
 
@@ -341,7 +346,7 @@ class PodRewriter:
         for p in active:
             if p.bridge.name in refused or p.destination is None:
                 continue
-            sources = [self.pods[k]["status"]["podIP"] for k in p.pods if k in self.pods]
+            sources = [ip for k in p.pods if (ip := self._pod_ip(k))]
             for pm in p.bridge.ports:
                 for source in sources:
                     rules.append(
@@ -356,6 +361,10 @@ class PodRewriter:
             self.dnat = rules
             log.info("bridge DNAT rewritten", rules=len(rules))
 
+    def _pod_ip(self, key: str) -> str | None:
+        ip: str | None = ((self.pods.get(key) or {}).get("status") or {}).get("podIP")
+        return ip
+
     async def _report(self, p: BridgePlan, refused: str | None) -> None:
         b = p.bridge
         if b.deleting:
@@ -365,29 +374,28 @@ class PodRewriter:
         bridged = 0
         for key in p.pods:
             session = self.control.carriers.get(key)
-            done = bool(session and session.settled() and b.name in session.applied_bridges())
+            done = bool(
+                session
+                and session.settled()
+                and b.name in session.applied_bridges()
+                and self._pod_ip(key)  # in the DNAT
+            )
             mark = self.marks.setdefault((b.name, key), PodMark())
             if done and mark.bridged_at is None:
-                mark.bridged_at = now_wall
-                ready = self.ready_since.get(key)
-                seen = self.bridge_seen.get(b.uid, now)
-                # Only pods that turned Ready after the bridge existed have a fair delay.
-                if ready is not None and ready >= seen:
-                    mark.delay = round(now - ready, 3)
-                log.info("pod bridged", bridge=b.name, pod=key, ready_to_bridged=mark.delay)
+                mark.bridged_at, mark.bridged_mono = now_wall, now
+                log.info("pod bridged", bridge=b.name, pod=key)
                 await record_event(
-                    self.api,
-                    self._bridge_ref(b),
-                    "PodBridged",
-                    f"pod {key} bridged"
-                    + (
-                        f" {mark.delay:.2f}s after it became Ready"
-                        if mark.delay is not None
-                        else ""
-                    ),
+                    self.api, self._bridge_ref(b), "PodBridged", f"pod {key} bridged"
                 )
             elif not done:
-                mark.bridged_at, mark.delay = None, None
+                mark.bridged_at, mark.bridged_mono, mark.delay = None, None, None
+            ready = self.ready_since.get(key)
+            seen = self.bridge_seen.get(b.uid, now)
+            # Only pods that turned Ready after the bridge existed have a fair delay; a pod
+            # bridged while it was starting has a negative one.
+            if mark.bridged_mono is not None and mark.delay is None and ready and ready >= seen:
+                mark.delay = round(mark.bridged_mono - ready, 3)
+                log.info("pod ready and bridged", bridge=b.name, pod=key, delay=mark.delay)
             bridged += done
             entry: dict[str, Any] = {"pod": key, "bridged": done}
             if mark.bridged_at is not None:
@@ -406,7 +414,7 @@ class PodRewriter:
         if refused:
             reason, message = "Conflict", refused
         elif not message and not p.pods:
-            reason, message = "NoReadyPods", f"{b.kind.lower()} {b.workload} has no ready pod"
+            reason, message = "NoPods", f"{b.kind.lower()} {b.workload} has no pod"
         elif not message and bridged < len(p.pods):
             waiting = [k for k in p.pods if not any(e["pod"] == k and e["bridged"] for e in pods)]
             details = []

@@ -192,6 +192,14 @@ def pod_ready(pod: Mapping[str, Any]) -> bool:
     )
 
 
+def pod_scheduled(pod: Mapping[str, Any]) -> bool:
+    """The pod is bound to a node and neither finished nor ending (Ready or not, yet)."""
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    phase = (pod.get("status") or {}).get("phase")
+    return bool((pod.get("spec") or {}).get("nodeName")) and phase in ("Pending", "Running")
+
+
 def container_ports(pod_or_template_spec: Mapping[str, Any], container: str) -> list[int] | None:
     """Declared TCP ports of CONTAINER; None when there is no such container."""
     for c in pod_or_template_spec.get("containers") or []:

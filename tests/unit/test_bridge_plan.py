@@ -18,6 +18,7 @@ from gefyra_async.core.bridges import (
     parse_target,
     pod_ready,
     pod_routes,
+    pod_scheduled,
     selector_matches,
 )
 from gefyra_async.core.settings import Settings
@@ -118,6 +119,26 @@ def test_pod_readiness_and_carrier_state() -> None:
     )
     pod["metadata"]["deletionTimestamp"] = "now"
     assert not pod_ready(pod)
+
+
+def test_a_pod_gets_carrier_once_bound_to_a_node_not_once_ready() -> None:
+    pod: dict[str, Any] = {
+        "metadata": {"name": "web-2"},
+        "spec": {},
+        "status": {"phase": "Pending"},
+    }
+    assert not pod_scheduled(pod)  # no node yet
+    pod["spec"]["nodeName"] = "node-1"
+    assert pod_scheduled(pod)  # the kubelet will start carrier beside the app
+    pod["status"] |= {"phase": "Running", "podIP": "10.244.0.10"}
+    pod["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    assert pod_scheduled(pod)
+    assert not pod_ready(pod)
+    pod["status"]["phase"] = "Succeeded"
+    assert not pod_scheduled(pod)
+    pod["status"]["phase"] = "Running"
+    pod["metadata"]["deletionTimestamp"] = "now"
+    assert not pod_scheduled(pod)
 
 
 def test_ports_are_kept_and_never_shared() -> None:

@@ -1,0 +1,94 @@
+"""stowaway's control server on loopback: carriers come and go, the server stays."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any
+
+import anyio
+import pytest
+
+from gefyra_async.actors.control import ControlServer, carrier_token
+from gefyra_async.core.bus import EventBus
+
+pytestmark = pytest.mark.anyio
+SECRET = "s3cret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def carrier(port: int, pod: str, token: str | None = None) -> tuple[Any, Any]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    hello = {
+        "type": "hello",
+        "role": "carrier",
+        "namespace": "ns",
+        "pod": pod,
+        "carrier": "gefyra-carrier-1",
+        "token": token or carrier_token(SECRET, "ns", pod, "gefyra-carrier-1"),
+    }
+    writer.write(json.dumps(hello).encode() + b"\n")
+    await writer.drain()
+    return reader, writer
+
+
+async def until(condition: Any, what: str) -> None:
+    with anyio.fail_after(5):
+        while True:
+            if condition():
+                return
+            await anyio.sleep(0.01)
+
+
+async def test_a_carrier_vanishing_mid_line_leaves_the_others_connected() -> None:
+    port = free_port()
+    server = ControlServer(port, SECRET, "10.250.0.0/16", host="127.0.0.1")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.run, EventBus())
+        with anyio.fail_after(5):
+            while True:
+                try:
+                    _, w_a = await carrier(port, "a")
+                    break
+                except OSError:
+                    await anyio.sleep(0.02)
+        r_b, w_b = await carrier(port, "b")
+        await until(lambda: {"ns/a", "ns/b"} <= set(server.carriers), "both connected")
+
+        # a's pod is deleted while it writes: half a line, then the connection is gone.
+        w_a.write(b'{"type": "appl')
+        await w_a.drain()
+        w_a.transport.abort()
+        await until(lambda: "ns/a" not in server.carriers, "a gone")
+
+        # b is still connected to a running server: a config reaches it, its answer counts.
+        routes = [{"port": 8080, "bridges": [{"name": "x", "rules": [], "upstream": "u:1"}]}]
+        assert await server.push("ns/b", routes)
+        with anyio.fail_after(5):
+            while True:
+                msg = json.loads(await r_b.readline())
+                if msg["type"] == "config":
+                    break
+        assert msg["routes"] == routes
+        w_b.write(json.dumps({"type": "applied", "version": msg["version"], "ports": {}}).encode())
+        w_b.write(b"\n")
+        await w_b.drain()
+        await until(lambda: server.carriers["ns/b"].applied_version == msg["version"], "applied")
+
+        # A bad token is refused with an error; the server keeps serving.
+        r_c, w_c = await carrier(port, "c", token="forged")
+        refusal = json.loads(await r_c.readline())
+        assert refusal == {"type": "error", "message": "bad token"}
+        assert "ns/c" not in server.carriers
+        _, w_d = await carrier(port, "d")
+        await until(lambda: "ns/d" in server.carriers, "d connected")
+        assert "ns/b" in server.carriers
+        for w in (w_b, w_c, w_d):
+            w.close()
+        tg.cancel_scope.cancel()
