@@ -25,6 +25,7 @@ from gefyra_async.api.bridges import BridgeRequest, bridge, header_rule, path_ru
 from gefyra_async.api.connection import cargo_name, down, up
 from gefyra_async.api.context import Context, UserError
 from gefyra_async.api.runner import RunSpec, remove, run
+from gefyra_async.core import names
 from tests.e2e.platform import Platform, poll, unique_name, wait_pod
 from tests.e2e.test_connect import leftovers
 
@@ -491,6 +492,14 @@ async def test_rollout_and_scale_up_bridge_every_new_pod(
         listed = await poll(rolled, within=180, what="rolled out pods bridged")
         delays += [e["readyToBridgedSeconds"] for e in listed if "readyToBridgedSeconds" in e]
         await check_each_pod(3)
+        # Pods came and went (their carriers with them); no actor of stowaway failed.
+        [stowaway] = (
+            await core.list_namespaced_pod(
+                ctx.settings.namespace, label_selector=f"{names.COMPONENT}={names.STOWAWAY}"
+            )
+        ).items
+        logs = await core.read_namespaced_pod_log(stowaway.metadata.name, ctx.settings.namespace)
+        assert "actor failed" not in logs, [ln for ln in logs.splitlines() if "actor failed" in ln]
     finally:
         await down(ctx, conn.name)
     assert len(delays) >= 5, delays  # 2 from the scale-up, 3 from the rollout
