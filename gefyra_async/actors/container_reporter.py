@@ -5,16 +5,19 @@ Cargo keeps one control connection to stowaway through the tunnel and sends the 
 name → address of every container on the connection's network — apps under their own
 name (they share their holder's address) — whenever it changes: on Docker events, and
 every few seconds for anything an event did not say. Stowaway re-points the bridges at
-once, without the CLI being attached.
+once, without the CLI being attached. Cargo answers each of stowaway's pings: a cargo that
+falls silent (a laptop gone to sleep or away) gets its bridges suspended by stowaway.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.abc
 import structlog
 from anyio.streams.buffered import BufferedByteReceiveStream
 
@@ -38,12 +41,16 @@ class ContainerReporter:
         network: str,
         control: tuple[str, int],
         period: float = 5.0,
+        source: str | None = None,
     ) -> None:
         self.docker_factory = docker_factory
         self.connection = connection
         self.network = network
         self.control = control
         self.period = period
+        # Bound to the tunnel address: no attempt leaves before the tunnel is configured
+        # (stowaway accepts cargo only from inside the tunnel).
+        self.source = source
 
     async def containers(self, docker: Any) -> dict[str, str]:
         found = await addresses_on_network(docker, self.network)
@@ -54,17 +61,33 @@ class ContainerReporter:
                 found[app] = address
         return found
 
+    async def _connect(self) -> anyio.abc.SocketStream:
+        host, port = self.control
+        while True:
+            try:
+                return await anyio.connect_tcp(host, port, local_host=self.source)
+            except OSError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL:
+                    raise
+                await anyio.sleep(0.2)  # the tunnel address is not configured yet
+
     async def run(self, bus: EventBus) -> None:
         host, port = self.control
         async with (
             self.docker_factory() as docker,
             bus.subscribe(ContainerEvent, name=self.name) as events,
-            await anyio.connect_tcp(host, port) as stream,
+            await self._connect() as stream,
         ):
             hello = {"type": "hello", "role": "cargo", "connection": self.connection}
             await stream.send((json.dumps(hello) + "\n").encode())
             log.info("reporting local containers", control=f"{host}:{port}")
             reader = BufferedByteReceiveStream(stream)
+            sending = anyio.Lock()
+
+            async def send(message: dict[str, Any]) -> None:
+                async with sending:
+                    await stream.send((json.dumps(message) + "\n").encode())
+
             async with anyio.create_task_group() as tg:
 
                 async def listen() -> None:
@@ -73,14 +96,15 @@ class ContainerReporter:
                             msg = json.loads(await reader.receive_until(b"\n", 1 << 20))
                         if msg.get("type") == "error":
                             raise RuntimeError(f"stowaway refused cargo: {msg.get('message')}")
+                        if msg.get("type") == "ping":  # this connection is alive: bridges stay
+                            await send({"type": "pong"})
 
                 tg.start_soon(listen)
                 sent: dict[str, str] | None = None
                 while True:
                     current = await self.containers(docker)
                     if current != sent:
-                        message = {"type": "containers", "containers": current}
-                        await stream.send((json.dumps(message) + "\n").encode())
+                        await send({"type": "containers", "containers": current})
                         sent = current
                         log.info("local containers reported", containers=current)
                     with anyio.move_on_after(self.period):

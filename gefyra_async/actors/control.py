@@ -123,8 +123,16 @@ class CargoSession:
 class ControlServer:
     name = "control"
 
-    def __init__(self, port: int, secret: str, tunnel_cidr: str, host: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        port: int,
+        secret: str,
+        tunnel_cidr: str,
+        host: str = "0.0.0.0",
+        cargo_silence_limit: float = 20.0,
+    ) -> None:
         self.port = port
+        self.cargo_silence_limit = cargo_silence_limit
         self.host = host
         self.secret = secret
         self.tunnel = ipaddress.ip_network(tunnel_cidr)
@@ -132,6 +140,7 @@ class ControlServer:
         self.cargos: dict[str, CargoSession] = {}
         # Last map each cargo reported, kept across its reconnects so bridges don't flap.
         self.containers: dict[str, dict[str, str]] = {}
+        self.cargo_heard: dict[str, float] = {}  # tunnel address → monotonic, last message
         self.bus: EventBus | None = None
 
     # ---- used by the pod-rewriter ----
@@ -159,6 +168,11 @@ class ControlServer:
 
     def containers_of(self, address: str) -> dict[str, str] | None:
         return self.containers.get(address)
+
+    def silent_for(self, address: str) -> float | None:
+        """Seconds since the cargo at ADDRESS last said anything; None if it never did."""
+        heard = self.cargo_heard.get(address)
+        return None if heard is None else time.monotonic() - heard
 
     # ---- the server ----
 
@@ -199,9 +213,10 @@ class ControlServer:
         finally:
             await session.close()
 
-    async def _lines(self, reader: BufferedByteReceiveStream) -> Any:
+    async def _lines(self, reader: BufferedByteReceiveStream, silence: float | None) -> Any:
         while True:
-            line = await reader.receive_until(b"\n", MAX_LINE)
+            with anyio.fail_after(silence):  # a peer that went silent is gone
+                line = await reader.receive_until(b"\n", MAX_LINE)
             if line.strip():
                 yield json.loads(line)
 
@@ -214,13 +229,14 @@ class ControlServer:
         session: Session,
         reader: BufferedByteReceiveStream,
         on_message: Callable[[dict[str, Any]], bool],
+        silence: float | None = None,
     ) -> None:
         """Ping the peer and hand each of its messages to ON_MESSAGE (False: stop) until it
         goes; the end of the connection is normal, not an error."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._pinger, session)
             try:
-                async for msg in self._lines(reader):
+                async for msg in self._lines(reader, silence):
                     if isinstance(msg, dict) and not on_message(msg):
                         break
             except CONNECTION_ENDED as exc:
@@ -288,8 +304,11 @@ class ControlServer:
             await old.session.close()
         self.cargos[peer] = cargo
         log.info("cargo connected", address=peer, connection=cargo.connection)
+        self.cargo_heard[peer] = time.monotonic()
+        self._changed("cargo", peer, "connected")  # a suspended bridge resumes now
 
         def on_message(msg: dict[str, Any]) -> bool:
+            self.cargo_heard[peer] = time.monotonic()
             if msg.get("type") == "containers":
                 found = {str(k): str(v) for k, v in (msg.get("containers") or {}).items()}
                 if found != self.containers.get(peer):
@@ -300,8 +319,9 @@ class ControlServer:
             return True
 
         try:
-            await self._converse(session, reader, on_message)
+            await self._converse(session, reader, on_message, self.cargo_silence_limit)
         finally:
             if self.cargos.get(peer) is cargo:
                 del self.cargos[peer]
             log.info("cargo left", address=peer)
+            self._changed("cargo", peer, "closed")

@@ -187,7 +187,16 @@ class PodRewriter:
             plan.problem = f"connection {b.client} has no tunnel address (is it up?)"
             return plan
         containers = self.control.containers_of(address)
-        if containers is None:
+        silent = self.control.silent_for(address)
+        if silent is not None and silent > self.settings.client_silence_limit:
+            # The laptop is asleep or gone: the pods' own apps serve until it is back.
+            plan.reason = "ClientGone"
+            plan.problem = (
+                f"connection {b.client} has not been heard from for over "
+                f"{self.settings.client_silence_limit:.0f}s; the bridge is suspended (the "
+                "original app serves) until it is back"
+            )
+        elif containers is None:
             plan.reason = "WaitingForCargo"
             plan.problem = f"cargo of connection {b.client} has not reported its containers yet"
         elif b.local_container not in containers:
@@ -252,11 +261,16 @@ class PodRewriter:
 
         # Carriers: config for every pod with bridges, exit for those without.
         wanted = sorted({k for p in active for k in p.pods} | set(self.control.carriers))
+        # A suspended bridge (its laptop went silent) keeps its carriers, idle and without
+        # redirects, so that it resumes at once and adds no new container to the pod.
+        suspended = {k for p in plans if p.reason == "ClientGone" for k in p.pods}
         for key in wanted:
             routes, refused_here = pod_routes(active, key, self.pod_ip)
             refused.update(refused_here)
             if routes:
                 await self._ensure_carrier(key, routes)
+            elif key in suspended and key in self.control.carriers:
+                await self.control.push(key, [])
             else:
                 self.adding.pop(key, None)
                 await self.control.tell_exit(key, "no bridge targets this pod any more")

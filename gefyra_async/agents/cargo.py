@@ -67,7 +67,11 @@ async def agent() -> None:
         host, _, port = control.rpartition(":")
         actors.append(
             ContainerReporter(
-                docker_client, connection, network_name(connection), (host, int(port))
+                docker_client,
+                connection,
+                network_name(connection),
+                (host, int(port)),
+                source=tunnel.address,
             )
         )
     else:

@@ -64,7 +64,12 @@ async def main() -> None:
                 plural, list_and_watch(api, listing, timeout_seconds=settings.kube_watch_timeout)
             )
 
-        control = ControlServer(names.CONTROL_PORT, secret, settings.tunnel_cidr)
+        control = ControlServer(
+            names.CONTROL_PORT,
+            secret,
+            settings.tunnel_cidr,
+            cargo_silence_limit=settings.client_silence_limit,
+        )
         actors: list[Actor] = [
             StowawayTunnel(settings, api, pod_ip),
             control,

@@ -80,6 +80,14 @@ class Settings:
             "seconds stowaway waits for an added carrier to connect before adding it again"
         ),
     )
+    client_silence_limit: float = field(
+        default=20.0,
+        metadata=_doc(
+            "seconds stowaway waits without a word from a connection's cargo (it answers a "
+            "ping every 5 s) before that connection's bridges are suspended — the original "
+            "app serves — until it is heard again: a vanished laptop strands no traffic"
+        ),
+    )
     carrier_orphan_timeout: float = field(
         default=60.0,
         metadata=_doc(

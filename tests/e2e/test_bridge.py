@@ -8,6 +8,7 @@ would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -508,6 +509,62 @@ async def test_rollout_and_scale_up_bridge_every_new_pod(
         f"min {min(delays):.2f}s, median {sorted(delays)[len(delays) // 2]:.2f}s, "
         f"max {max(delays):.2f}s ({', '.join(f'{d:.2f}' for d in delays)})"
     )
+    assert await leftovers(ctx, docker) == []
+
+
+async def test_a_vanished_laptop_suspends_its_bridge_and_a_returning_one_resumes_it(
+    ctx: Context,
+    kube: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    platform: Platform,
+    docker: aiodocker.Docker,
+    report: Callable[[str], None],
+) -> None:
+    await workload(kube, namespace, platform)
+    [pod] = await ready_pods(core, namespace, "web", 1) or []
+    original = pod.metadata.name
+    before = await pod_state(core, namespace, "web")
+    conn = await up(ctx, "e2e-vanish")
+    local = unique_name("local")
+    cargo = await docker.containers.get(cargo_name(conn.name))
+    try:
+        await local_app(ctx, conn, platform, local)
+        obj = await bridge(
+            ctx, BridgeRequest("deploy/web", ["8080:8080"], local, namespace, connection=conn.name)
+        )
+        assert await served_by(ctx, namespace, [{}], 3) == {local}
+
+        async def ready_reason(want: str) -> bool | None:
+            b = await Bridges(ctx.api, ctx.settings).get(obj["metadata"]["name"])
+            conditions = ((b or {}).get("status") or {}).get("conditions") or []
+            return True if any(c["reason"] == want for c in conditions) else None
+
+        async def carriers() -> list[str]:
+            p = await core.read_namespaced_pod(original, namespace)
+            return [c.name for c in p.spec.ephemeral_containers or []]
+
+        added = await carriers()
+        # The laptop vanishes without a word: cargo frozen, no packet, no FIN.
+        await cargo.pause()
+        gone = time.monotonic()
+        await poll(lambda: ready_reason("ClientGone"), within=90, what="bridge suspended")
+        suspended = time.monotonic() - gone
+        assert await served_by(ctx, namespace, [{}], 5) == {original}
+
+        # It comes back: the bridge resumes by itself.
+        await cargo.unpause()
+        back = time.monotonic()
+        await poll(lambda: ready_reason("Bridged"), within=90, what="bridge resumed")
+        resumed = time.monotonic() - back
+        assert await served_by(ctx, namespace, [{}], 5) == {local}
+        assert await pod_state(core, namespace, "web") == before
+        assert await carriers() == added  # the same carrier, idle meanwhile
+        report(f"laptop gone → bridge suspended: {suspended:.1f}s; back → resumed: {resumed:.1f}s")
+    finally:
+        with contextlib.suppress(aiodocker.DockerError):
+            await cargo.unpause()
+        await down(ctx, conn.name)
     assert await leftovers(ctx, docker) == []
 
 

@@ -92,3 +92,42 @@ async def test_a_carrier_vanishing_mid_line_leaves_the_others_connected() -> Non
         for w in (w_b, w_c, w_d):
             w.close()
         tg.cancel_scope.cancel()
+
+
+async def test_a_silent_cargo_is_dropped_and_its_silence_measured() -> None:
+    port = free_port()
+    server = ControlServer(port, SECRET, "127.0.0.0/8", host="127.0.0.1", cargo_silence_limit=0.5)
+
+    async def cargo() -> tuple[Any, Any]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b'{"type": "hello", "role": "cargo", "connection": "c"}\n')
+        writer.write(b'{"type": "containers", "containers": {"app": "172.30.0.2"}}\n')
+        await writer.drain()
+        return reader, writer
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.run, EventBus())
+        with anyio.fail_after(5):
+            while True:
+                try:
+                    reader, writer = await cargo()
+                    break
+                except OSError:
+                    await anyio.sleep(0.02)
+        await until(lambda: server.containers_of("127.0.0.1") == {"app": "172.30.0.2"}, "map")
+        assert (server.silent_for("127.0.0.1") or 0) < 0.5
+        assert server.silent_for("127.0.0.2") is None  # never heard: not "gone"
+
+        # It answers the first ping with pong and then falls silent: the server hangs up
+        # after the silence limit, and the silence keeps growing; the map is kept.
+        assert json.loads(await reader.readline())["type"] == "ping"
+        writer.write(b'{"type": "pong"}\n')
+        await writer.drain()
+        with anyio.fail_after(5):
+            rest = await reader.read()  # until the server closes
+        assert b"pong" not in rest
+        await anyio.sleep(0.1)
+        assert (server.silent_for("127.0.0.1") or 0) > 0.5
+        assert server.containers_of("127.0.0.1") == {"app": "172.30.0.2"}
+        writer.close()
+        tg.cancel_scope.cancel()
