@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -33,6 +33,7 @@ from gefyra_async.core.httprules import (
     request_framing,
     response_framing,
     rules_match,
+    with_forwarded_for,
 )
 
 log = structlog.get_logger(__name__)
@@ -269,6 +270,8 @@ class CarrierProxy:
         self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         upstreams: dict[str, Stream] = {}
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) else None
         try:
             while True:
                 try:
@@ -303,6 +306,9 @@ class CarrierProxy:
                         await writer.drain()
                         return
                     upstreams[key] = upstream
+                if bridge and client:
+                    # Through the tunnel the local app sees cargo as its peer: say who asked.
+                    head = replace(head, raw=with_forwarded_for(head.raw, client))
                 again = await self._exchange(head, body, (reader, writer), upstream)
                 if again is None:  # upgraded: the connection was spliced to its end
                     return

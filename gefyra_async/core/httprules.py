@@ -156,6 +156,19 @@ def keep_alive(version: str, head: Head) -> bool:
     return version == "HTTP/1.1" or b"keep-alive" in tokens
 
 
+def with_forwarded_for(raw: bytes, client: str) -> bytes:
+    """The request head RAW with CLIENT appended to ``X-Forwarded-For`` (added if missing)."""
+    lines = raw[:-4].split(b"\r\n")
+    for i, line in enumerate(lines[1:], 1):
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"x-forwarded-for":
+            lines[i] = name + b": " + value.strip() + b", " + client.encode()
+            break
+    else:
+        lines.append(b"X-Forwarded-For: " + client.encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
 def looks_like_request(data: bytes) -> bool:
     method = data.split(b" ", 1)[0]
     return method in {

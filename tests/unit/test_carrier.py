@@ -72,6 +72,8 @@ async def start_http(name: str, *, chunked: bool = False) -> tuple[asyncio.Serve
                 elif (length := head.get(b"content-length")) is not None:
                     body = await reader.readexactly(int(length))
                 text = f"{name} {head.first[0]} {head.first[1]} {len(body)}".encode()
+                if (forwarded := head.get(b"x-forwarded-for")) is not None:
+                    text += b" for " + forwarded
                 if head.first[1] == "/nocontent":
                     writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
                 elif chunked:
@@ -142,14 +144,18 @@ async def test_each_request_of_a_keepalive_connection_goes_where_its_rules_say(
     port = await proxy.listen(route)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     plan = [
-        (b"GET /a HTTP/1.1\r\nX-Dev: alice\r\n\r\n", b"alice GET /a 0"),
-        (b"GET /b HTTP/1.1\r\nX-Dev: bob\r\n\r\n", b"bob GET /b 0"),  # chunked response
+        (b"GET /a HTTP/1.1\r\nX-Dev: alice\r\n\r\n", b"alice GET /a 0 for 127.0.0.1"),
+        (b"GET /b HTTP/1.1\r\nX-Dev: bob\r\n\r\n", b"bob GET /b 0 for 127.0.0.1"),  # chunked
         (b"GET /c HTTP/1.1\r\n\r\n", b"app GET /c 0"),
-        (b"POST /d HTTP/1.1\r\nX-Dev: alice\r\nContent-Length: 5\r\n\r\nhello", b"alice POST /d 5"),
+        (
+            b"POST /d HTTP/1.1\r\nX-Dev: alice\r\nX-Forwarded-For: 10.0.0.9\r\n"
+            b"Content-Length: 5\r\n\r\nhello",
+            b"alice POST /d 5 for 10.0.0.9, 127.0.0.1",  # appended to a proxy's header
+        ),
         (
             b"POST /e HTTP/1.1\r\nX-Dev: bob\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
-            b"bob POST /e 7",
+            b"bob POST /e 7 for 127.0.0.1",
         ),
         (
             b"GET /f HTTP/1.1\r\nX-Dev: alice\r\nUser-Agent: kube-probe/1.35\r\n\r\n",
@@ -172,7 +178,7 @@ async def test_each_request_of_a_keepalive_connection_goes_where_its_rules_say(
         )
     )
     writer.write(b"GET /i HTTP/1.1\r\nX-Dev: alice\r\nConnection: close\r\n\r\n")
-    assert (await read_response(reader))[1] == b"bob GET /i 0"
+    assert (await read_response(reader))[1] == b"bob GET /i 0 for 127.0.0.1"
     assert await reader.read() == b""  # Connection: close honoured
     writer.close()
     assert proxy.stats()["alice"]["requests"] == 3  # /a, /d, HEAD /g; the probe went to the app
