@@ -41,7 +41,8 @@ for i in range(count):
         conn.request("GET", spec.get("path", "/"), headers=spec.get("headers", {}))
         answer = conn.getresponse()
         body = json.loads(answer.read())
-        out.append({"spec": i % len(specs), "served_by": body["served_by"], "path": body["path"]})
+        out.append({"spec": i % len(specs), "served_by": body["served_by"], "path": body["path"],
+                    "forwarded_for": body["headers"].get("x-forwarded-for")})
     except Exception as exc:
         out.append({"spec": i % len(specs), "error": repr(exc)})
         conn.close()
@@ -311,6 +312,11 @@ async def test_header_bridges_of_two_connections_route_each_request_and_stay_iso
         answers = await http_from_caller(ctx, namespace, "web", specs, 60)
         wrong = [a for a in answers if a.get("served_by") != expected[a["spec"]]]
         assert not wrong, wrong[:5]
+        # The local apps learn who asked (the caller pod); the original app's requests pass
+        # unchanged.
+        caller_ip = (await core.read_namespaced_pod("caller", namespace)).status.pod_ip
+        assert {a["forwarded_for"] for a in answers if a["served_by"] != original} == {caller_ip}
+        assert {a["forwarded_for"] for a in answers if a["served_by"] == original} == {None}
 
         # Alice's machine turns hostile and routes Bob's local subnet into its tunnel; Bob's
         # cargo is made to accept any tunnel address. stowaway still forwards nothing from
