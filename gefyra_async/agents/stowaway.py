@@ -17,6 +17,7 @@ from gefyra_async.actors.control import ControlServer
 from gefyra_async.actors.kube_watch import KubeWatchActor
 from gefyra_async.actors.pod_rewriter import PodRewriter
 from gefyra_async.actors.stowaway_tunnel import StowawayTunnel
+from gefyra_async.actors.watchdog import Watchdog
 from gefyra_async.adapters.kube_objects import (
     ensure_secret_value,
     incluster_api,
@@ -83,6 +84,7 @@ async def main() -> None:
                 or f"{names.IMAGE_PREFIX}/carrier:latest",
                 secret=secret,
             ),
+            Watchdog(settings, api, control),
             # Changes reach the reconcilers within a moment, not a period.
             watch(names.CLIENT_PLURAL),
             watch(names.BRIDGE_PLURAL),

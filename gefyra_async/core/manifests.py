@@ -202,7 +202,7 @@ def role(settings: Settings) -> Obj:
             {
                 "apiGroups": [settings.api_group],
                 "resources": [names.CLIENT_PLURAL],
-                "verbs": ["get", "list", "watch"],
+                "verbs": ["get", "list", "watch", "delete"],  # delete: the watchdog
             },
             {
                 "apiGroups": [settings.api_group],
@@ -353,6 +353,14 @@ def stowaway_deployment(settings: Settings, image: str) -> Obj:
                                 {
                                     "name": "GEFYRA_ASYNC_CARRIER_ORPHAN_TIMEOUT",
                                     "value": str(settings.carrier_orphan_timeout),
+                                },
+                                {
+                                    "name": "GEFYRA_ASYNC_CLIENT_SILENCE_LIMIT",
+                                    "value": str(settings.client_silence_limit),
+                                },
+                                {
+                                    "name": "GEFYRA_ASYNC_CLIENT_REAP_AFTER",
+                                    "value": str(settings.client_reap_after),
                                 },
                             ],
                             "ports": [

@@ -88,6 +88,14 @@ class Settings:
             "app serves — until it is heard again: a vanished laptop strands no traffic"
         ),
     )
+    client_reap_after: float = field(
+        default=86400.0,
+        metadata=_doc(
+            "seconds of the same silence after which stowaway's watchdog deletes the "
+            "connection's Client — its bridges and carriers go with it; `gefyra-async up` on "
+            "that machine connects it again"
+        ),
+    )
     carrier_orphan_timeout: float = field(
         default=60.0,
         metadata=_doc(

@@ -9,6 +9,7 @@ would.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +21,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from gefyra_async.adapters.containers import exec_in
-from gefyra_async.adapters.kube_objects import Bridges, exec_in_pod
+from gefyra_async.adapters.kube_objects import Bridges, Clients, exec_in_pod
 from gefyra_async.api import open_context
 from gefyra_async.api.bridges import BridgeRequest, bridge, header_rule, path_rule, unbridge
 from gefyra_async.api.connection import cargo_name, down, up
@@ -571,6 +572,74 @@ async def test_a_vanished_laptop_suspends_its_bridge_and_a_returning_one_resumes
         with contextlib.suppress(aiodocker.DockerError):
             await cargo.unpause()
         await down(ctx, conn.name)
+    assert await leftovers(ctx, docker) == []
+
+
+async def test_a_laptop_gone_for_good_is_removed_from_the_cluster_and_can_come_back(
+    ctx: Context,
+    kube: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    platform: Platform,
+    docker: aiodocker.Docker,
+    report: Callable[[str], None],
+) -> None:
+    # The watchdog's limit is a day by default; this cluster side is installed with 30 s.
+    quick = dataclasses.replace(
+        ctx, settings=dataclasses.replace(ctx.settings, client_reap_after=30.0)
+    )
+    await workload(kube, namespace, platform)
+    [pod] = await ready_pods(core, namespace, "web", 1) or []
+    original = pod.metadata.name
+    before = await pod_state(core, namespace, "web")
+    conn = await up(quick, "e2e-reap")
+    local = unique_name("local")
+    cargo = await docker.containers.get(cargo_name(conn.name))
+    try:
+        await local_app(quick, conn, platform, local)
+        obj = await bridge(
+            quick,
+            BridgeRequest("deploy/web", ["8080:8080"], local, namespace, connection=conn.name),
+        )
+        assert await served_by(quick, namespace, [{}], 3) == {local}
+
+        await cargo.pause()  # gone without `down`, and it stays away
+        gone = time.monotonic()
+
+        async def removed() -> bool | None:
+            client_obj = await Clients(quick.api, quick.settings).get(conn.name)
+            bridge_obj = await Bridges(quick.api, quick.settings).get(obj["metadata"]["name"])
+            return True if client_obj is None and bridge_obj is None else None
+
+        await poll(removed, within=120, what="client and bridge removed by the watchdog")
+        took = time.monotonic() - gone
+
+        async def carrier_exited() -> bool | None:
+            p = await core.read_namespaced_pod(original, namespace)
+            states = [s.state for s in p.status.ephemeral_container_statuses or []]
+            return True if states and all(s.terminated for s in states) else None
+
+        await poll(carrier_exited, within=30, what="carrier exited")
+        assert await served_by(quick, namespace, [{}], 5) == {original}
+        events = await core.list_namespaced_event(
+            quick.settings.namespace, field_selector="reason=ClientReaped"
+        )
+        assert [e.involved_object.name for e in events.items] == [conn.name]
+
+        # The laptop is back: `up` connects it anew, and a new bridge works.
+        await cargo.unpause()
+        conn = await up(quick, "e2e-reap")
+        await bridge(
+            quick,
+            BridgeRequest("deploy/web", ["8080:8080"], local, namespace, connection=conn.name),
+        )
+        assert await served_by(quick, namespace, [{}], 3) == {local}
+        assert await pod_state(core, namespace, "web") == before
+        report(f"laptop gone → client, bridge and carrier removed: {took:.1f}s (limit 30 s)")
+    finally:
+        with contextlib.suppress(aiodocker.DockerError):
+            await cargo.unpause()
+        await down(quick, conn.name)
     assert await leftovers(ctx, docker) == []
 
 

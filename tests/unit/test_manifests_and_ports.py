@@ -36,7 +36,9 @@ def test_tunnel_service_node_port_or_load_balancer() -> None:
 def test_stowaway_role_grants_no_write_on_clients_spec() -> None:
     rules = manifests.role(Settings())["rules"]
     clients = next(r for r in rules if r["resources"] == [names.CLIENT_PLURAL])
-    assert set(clients["verbs"]) == {"get", "list", "watch"}
+    # A client's spec (its key, its subnet) is the developer's; stowaway may only read it,
+    # and delete a client whose laptop never came back (the watchdog).
+    assert set(clients["verbs"]) == {"get", "list", "watch", "delete"}
 
 
 def test_parse_ports() -> None:

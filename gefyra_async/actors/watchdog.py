@@ -1,0 +1,96 @@
+"""stowaway's watchdog: connections whose laptop never came back are removed from the cluster.
+
+A laptop that goes away without `gefyra-async down` first has its bridges suspended by the
+pod-rewriter (after ``client_silence_limit``). If its cargo stays silent for
+``client_reap_after`` (a day by default), the watchdog deletes its Client object: the
+Bridges it owns are garbage-collected, their finalizers make the carriers remove their
+redirects and exit, and stowaway drops the WireGuard peer — nothing of that laptop is left
+in the cluster. When it does come back, `gefyra-async up` connects it anew.
+
+Silence is measured from the last message of the client's cargo on the control connection,
+or — for a client not heard since stowaway started — from when the watchdog first saw it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import structlog
+
+from gefyra_async.actors.control import ControlServer
+from gefyra_async.adapters.kube_objects import Clients, record_event
+from gefyra_async.core import names
+from gefyra_async.core.bus import EventBus
+from gefyra_async.core.events import KubeObjectEvent
+from gefyra_async.core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class Watchdog:
+    name = "watchdog"
+
+    def __init__(
+        self, settings: Settings, api: Any, control: ControlServer, period: float = 5.0
+    ) -> None:
+        self.settings = settings
+        self.api = api
+        self.control = control
+        self.period = period
+        self.clients: dict[str, dict[str, Any]] = {}
+        self.first_seen: dict[str, float] = {}  # client uid → monotonic
+
+    def _take(self, event: object) -> None:
+        if not isinstance(event, KubeObjectEvent) or event.resource != names.CLIENT_PLURAL:
+            return
+        if event.type == "DELETED":
+            self.clients.pop(event.name, None)
+        else:
+            self.clients[event.name] = dict(event.obj)
+
+    def silent_for(self, obj: dict[str, Any], now: float) -> float:
+        """Seconds since anything was heard of client OBJ (or since it was first seen)."""
+        seen = self.first_seen.setdefault(str(obj["metadata"].get("uid")), now)
+        address = (obj.get("status") or {}).get("tunnelAddress")
+        heard = self.control.cargo_heard.get(address) if address else None
+        return now - max(seen, heard if heard is not None else seen)
+
+    async def check(self) -> list[str]:
+        """Delete every client silent for longer than the limit; returns their names."""
+        now, reaped = time.monotonic(), []
+        limit = self.settings.client_reap_after
+        for name, obj in list(self.clients.items()):
+            if obj["metadata"].get("deletionTimestamp") or self.silent_for(obj, now) <= limit:
+                continue
+            message = (
+                f"connection {name} has not been heard from for over {limit:.0f}s: removed "
+                "with its bridges (`gefyra-async up` on that machine connects it again)"
+            )
+            log.warning("client reaped", client=name, silent_limit=limit)
+            await record_event(
+                self.api,
+                {
+                    "apiVersion": f"{self.settings.api_group}/{names.CLIENT_VERSION}",
+                    "kind": "Client",
+                    "namespace": self.settings.namespace,
+                    "name": name,
+                    "uid": str(obj["metadata"].get("uid")),
+                },
+                "ClientReaped",
+                message,
+                warning=True,
+            )
+            await Clients(self.api, self.settings).delete(name)
+            self.clients.pop(name, None)
+            reaped.append(name)
+        return reaped
+
+    async def run(self, bus: EventBus) -> None:
+        async with bus.subscribe(KubeObjectEvent, name=self.name) as events:
+            while True:
+                with anyio.move_on_after(self.period):
+                    while True:
+                        self._take(await events.receive())
+                await self.check()
