@@ -50,7 +50,7 @@ def sh(cmd: list[str], **kw: Any) -> str:
     result = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:8])} ... failed: {result.stderr.strip()[-2000:]}")
-    return result.stdout
+    return str(result.stdout)
 
 
 def load(*args: str) -> dict[str, Any]:

@@ -51,11 +51,12 @@ def sh(cmd: list[str], **kw: Any) -> str:
     result = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:6])} ... failed: {result.stderr.strip()[-2000:]}")
-    return result.stdout
+    return str(result.stdout)
 
 
 def last_json(text: str) -> dict[str, Any]:
-    return json.loads([x for x in text.splitlines() if x.startswith("{")][-1])
+    data: dict[str, Any] = json.loads([x for x in text.splitlines() if x.startswith("{")][-1])
+    return data
 
 
 def pod_run(name: str, *args: str) -> dict[str, Any]:

@@ -55,9 +55,9 @@ class ContainerReporter:
     async def containers(self, docker: Any) -> dict[str, str]:
         found = await addresses_on_network(docker, self.network)
         for info in await with_label(docker, f"{names.CONNECTION}={self.connection}"):
-            app = info.labels.get("gefyra-async.dev/app")
+            app = info.labels.get(names.APP)
             address = info.networks.get(self.network)
-            if info.labels.get(names.ROLE) == "netns" and app and address:
+            if info.labels.get(names.ROLE) == names.ROLE_HOLDER and app and address:
                 found[app] = address
         return found
 

@@ -6,17 +6,29 @@ manager replaces the holder's default route with cargo's address — at cargo's 
 every holder that runs, on every Docker ``start`` event of a holder, and on request
 (``apply``) so ``run`` can start the app only once its route is in place. The app itself
 can be restarted at will: its namespace, and so its route, belong to the holder.
+
+A holder lives exactly as long as its app: when the app container is removed (``docker
+rm``, or Docker's auto-remove after a detached ``run --rm`` exits), its holder is removed
+too — at once on the app's ``destroy`` event, and at every resync for a holder whose app
+is gone (one older than ``holder_grace``: ``run`` creates the holder before the app).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
 import structlog
 
-from gefyra_async.adapters.containers import ContainerInfo, inspect, with_label
+from gefyra_async.adapters.containers import (
+    ContainerError,
+    ContainerInfo,
+    inspect,
+    remove_container,
+    with_label,
+)
 from gefyra_async.adapters.netlink import RouteError, set_default_route
 from gefyra_async.core import names
 from gefyra_async.core.bus import EventBus
@@ -24,11 +36,28 @@ from gefyra_async.core.events import ContainerEvent, DockerStreamState, Resync
 
 log = structlog.get_logger(__name__)
 
-HOLDER_ROLE = "netns"
-
 
 def holder_label(connection: str) -> str:
     return f"{names.CONNECTION}={connection}"
+
+
+def orphaned_holders(
+    containers: Iterable[ContainerInfo], connection: str, now: float, grace: float
+) -> list[ContainerInfo]:
+    """The holders of CONNECTION among CONTAINERS whose app container is gone.
+
+    A holder younger than GRACE is never an orphan: ``run`` creates it first and its
+    app only after cargo has set the route.
+    """
+    mine = [c for c in containers if c.labels.get(names.CONNECTION) == connection]
+    apps = {c.name for c in mine if c.labels.get(names.ROLE) == names.ROLE_APP}
+    return [
+        c
+        for c in mine
+        if c.labels.get(names.ROLE) == names.ROLE_HOLDER
+        and c.labels.get(names.APP) not in apps
+        and now - c.created > grace
+    ]
 
 
 class RouteManager:
@@ -40,18 +69,41 @@ class RouteManager:
         connection: str,
         cargo_ip: str,
         resync_period: float = 30.0,
+        holder_grace: float = 60.0,
     ) -> None:
         self.docker_factory = docker_factory
         self.connection = connection
         self.cargo_ip = cargo_ip
         self.resync_period = resync_period
+        self.holder_grace = holder_grace
         self.applied = 0
+        self.removed = 0
 
     def _is_holder(self, labels: dict[str, str]) -> bool:
         return (
             labels.get(names.CONNECTION) == self.connection
-            and labels.get(names.ROLE) == HOLDER_ROLE
+            and labels.get(names.ROLE) == names.ROLE_HOLDER
         )
+
+    def _is_app(self, labels: dict[str, str]) -> bool:
+        return (
+            labels.get(names.CONNECTION) == self.connection
+            and labels.get(names.ROLE) == names.ROLE_APP
+        )
+
+    async def _remove_holder(self, docker: Any, holder: ContainerInfo, why: str) -> None:
+        try:
+            if await remove_container(docker, holder.id):
+                self.removed += 1
+                log.info("holder removed", container=holder.name, reason=why)
+        except ContainerError as exc:
+            log.warning("holder not removed", container=holder.name, error=str(exc))
+
+    async def app_removed(self, docker: Any, app: str) -> None:
+        """APP's container is gone: remove its holder."""
+        for info in await with_label(docker, f"{names.APP}={app}", running_only=False):
+            if self._is_holder(info.labels):
+                await self._remove_holder(docker, info, f"its app {app} was removed")
 
     async def apply(self, info: ContainerInfo) -> bool:
         """Point INFO's default route at cargo; True when it changed."""
@@ -64,8 +116,11 @@ class RouteManager:
         return changed
 
     async def resync(self, docker: Any) -> None:
-        for info in await with_label(docker, holder_label(self.connection)):
-            if self._is_holder(info.labels):
+        everything = await with_label(docker, holder_label(self.connection), running_only=False)
+        for orphan in orphaned_holders(everything, self.connection, time.time(), self.holder_grace):
+            await self._remove_holder(docker, orphan, "its app container is gone")
+        for info in everything:
+            if self._is_holder(info.labels) and info.running:
                 try:
                     await self.apply(info)
                 except RouteError as exc:
@@ -83,6 +138,9 @@ class RouteManager:
                 if timer.cancelled_caught or not isinstance(event, ContainerEvent):
                     # Periodic, reconnected stream, or asked to: look at everything.
                     await self.resync(docker)
+                    continue
+                if event.action == "destroy" and self._is_app(event.labels):
+                    await self.app_removed(docker, event.name)
                     continue
                 if event.action != "start" or not self._is_holder(event.labels):
                     continue

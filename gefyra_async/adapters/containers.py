@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import aiodocker
@@ -24,6 +25,7 @@ class ContainerInfo:
     pid: int  # 0 when not running
     labels: dict[str, str]
     networks: dict[str, str]  # network name → IPv4 address
+    created: float = 0.0  # seconds since the epoch
 
 
 def _info(data: dict[str, Any]) -> ContainerInfo:
@@ -36,7 +38,18 @@ def _info(data: dict[str, Any]) -> ContainerInfo:
         pid=int(state.get("Pid") or 0),
         labels=(data.get("Config") or {}).get("Labels") or {},
         networks={name: n.get("IPAddress", "") for name, n in nets.items()},
+        created=_epoch(data.get("Created")),
     )
+
+
+def _epoch(stamp: Any) -> float:
+    """Docker's ``Created`` (RFC 3339 with nanoseconds in inspect, seconds in lists)."""
+    if isinstance(stamp, int | float):
+        return float(stamp)
+    try:
+        return datetime.fromisoformat(str(stamp)).timestamp()
+    except ValueError:
+        return 0.0
 
 
 async def inspect(docker: aiodocker.Docker, ref: str) -> ContainerInfo | None:

@@ -310,7 +310,7 @@ async def down(ctx: Context, name: str = "default", *, everything: bool = False)
             ctx.docker, connection_label(target), running_only=False
         ):
             # Apps first (they live in their holders' namespaces), then holders and cargo.
-            if info.labels.get(names.ROLE) not in ("netns", "cargo"):
+            if info.labels.get(names.ROLE) not in (names.ROLE_HOLDER, "cargo"):
                 await docker.remove_container(ctx.docker, info.id)
                 removed.append(f"container/{info.name}")
         for info in await docker.with_label(

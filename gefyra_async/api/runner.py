@@ -118,7 +118,7 @@ async def run(ctx: Context, conn: Connection, spec: RunSpec) -> RunningContainer
     holder_config = {
         "Image": cargo_image(),
         "Cmd": ["sleep", "infinity"],
-        "Labels": {**labels, names.ROLE: "netns", "gefyra-async.dev/app": spec.name},
+        "Labels": {**labels, names.ROLE: names.ROLE_HOLDER, names.APP: spec.name},
         "ExposedPorts": exposed,
         "HostConfig": {
             "NetworkMode": conn.network,
@@ -147,7 +147,11 @@ async def run(ctx: Context, conn: Connection, spec: RunSpec) -> RunningContainer
         app_config: dict[str, object] = {
             "Image": spec.image,
             "Env": [f"{k}={v}" for k, v in env.items()],
-            "Labels": {**labels, names.ROLE: "app", "gefyra-async.dev/namespace": namespace},
+            "Labels": {
+                **labels,
+                names.ROLE: names.ROLE_APP,
+                "gefyra-async.dev/namespace": namespace,
+            },
             "HostConfig": {
                 "NetworkMode": f"container:{holder_id}",
                 "Binds": spec.volumes,

@@ -7,6 +7,9 @@ MANAGED_BY_VALUE = "gefyra-async"
 COMPONENT = "gefyra-async.dev/component"
 CONNECTION = "gefyra-async.dev/connection"
 ROLE = "gefyra-async.dev/role"
+APP = "gefyra-async.dev/app"  # on a netns holder: the name of its app container
+ROLE_APP = "app"
+ROLE_HOLDER = "netns"
 
 CLIENT_VERSION = "v1alpha1"
 CLIENT_PLURAL = "clients"

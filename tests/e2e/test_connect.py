@@ -12,7 +12,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -348,6 +349,58 @@ async def test_run_bad_inputs_leave_nothing_and_env_from_copies_the_workload_env
         )
         assert copied.returncode == 0, copied.stderr
         assert "greeting=hello from pod" in copied.stdout
+    finally:
+        await down(ctx, "default")
+    assert await leftovers(ctx, docker) == []
+
+
+async def test_a_removed_app_takes_its_holder_along(
+    ctx: Context,
+    platform: Platform,
+    docker: aiodocker.Docker,
+    namespace: str,
+    report: Callable[[str], None],
+) -> None:
+    kube = ["--kubeconfig", str(platform.kubeconfig)]
+    await up(ctx, "default")
+    try:
+
+        async def gone(ref: str) -> bool | None:
+            try:
+                await docker.containers.get(ref)
+            except aiodocker.DockerError as exc:
+                return True if exc.status == 404 else None
+            return None
+
+        # A detached `run --rm`: Docker removes the app when it exits, cargo the holder.
+        short = unique_name("rm")
+        started = cli(
+            *kube, "run", "-d", "--rm", "--name", short, "-n", namespace,
+            "--image", platform.base_image, "--command", "sleep 3",
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        assert (await docker.containers.get(f"{short}-netns")) is not None
+        await poll(lambda: gone(short), within=60, what=f"{short} auto-removed", interval=0.1)
+        begin = time.monotonic()
+        await poll(lambda: gone(f"{short}-netns"), within=30, what=f"{short}-netns removed")
+        report(f"detached run --rm: app removed → holder removed {time.monotonic() - begin:.1f}s")
+
+        # `docker rm -f` of an app: its holder goes too; another app's holder stays.
+        kept, removed = unique_name("kept"), unique_name("rmf")
+        for name in (kept, removed):
+            result = cli(
+                *kube, "run", "-d", "--name", name, "-n", namespace,
+                "--image", platform.base_image, "--command", "sleep 300",
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+        await (await docker.containers.get(removed)).delete(force=True)
+        await poll(lambda: gone(f"{removed}-netns"), within=30, what=f"{removed}-netns removed")
+        holder = await (await docker.containers.get(f"{kept}-netns")).show()
+        assert holder["State"]["Running"]
+        # A stopped app is not a removed one: its holder stays for `docker start`.
+        await (await docker.containers.get(kept)).stop(t=1)
+        await anyio.sleep(2)
+        assert (await (await docker.containers.get(f"{kept}-netns")).show())["State"]["Running"]
     finally:
         await down(ctx, "default")
     assert await leftovers(ctx, docker) == []
