@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiodocker
@@ -61,6 +62,14 @@ def _event(data: dict[str, Any]) -> ContainerEvent | None:
     )
 
 
+def _server_time(date: str | None) -> int | None:
+    """The engine's clock from a response's ``Date`` header, in epoch seconds."""
+    try:
+        return int(parsedate_to_datetime(date).timestamp()) if date else None
+    except (TypeError, ValueError):
+        return None
+
+
 async def docker_events(
     docker: aiodocker.Docker,
     bus: EventBus,
@@ -70,8 +79,9 @@ async def docker_events(
 ) -> None:
     """Publish container events until cancelled; reconnect whenever the stream ends.
 
-    After a reconnect the stream resumes from the last event's time, so events that
-    happened during the gap are delivered (possibly one second's worth twice: events
+    After a reconnect the stream resumes from the last event's time (or, before the
+    first event, from when the stream first connected, by the engine's clock), so events
+    that happened during the gap are delivered (possibly one second's worth twice: events
     are hints, consumers reconcile).
     """
     since: int | None = None
@@ -83,6 +93,9 @@ async def docker_events(
             async with docker._query(
                 "events", params=params, timeout=docker._resolve_long_running_timeout(None)
             ) as response:
+                if since is None:
+                    # Resume from here even if the stream is lost before its first event.
+                    since = _server_time(response.headers.get("Date"))
                 try:
                     bus.publish(DockerStreamState(connected=True))
                     async for line in response.content:
