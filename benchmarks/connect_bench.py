@@ -9,7 +9,8 @@ throughput (10 s, one stream) from
   - a local container started by `gefyra-async run` (through the WireGuard tunnel),
   - another pod (pod-to-pod: the limit),
   - `kubectl port-forward` from the host,
-  - raw wireguard-go between two network namespaces (the tunnel alone), and the bare veth;
+  - raw wireguard-go between two network namespaces (the tunnel alone): the build the images
+    carry (upstream module) and Debian's, side by side; and the bare veth;
 `gefyra-async up` time cold (cluster side not installed) and warm (installed);
 DNS lookup latency from the local container through cargo's forwarder vs straight to the
 cluster DNS through the tunnel. Writes benchmarks/results/connect.md and .json.
@@ -21,7 +22,6 @@ import json
 import os
 import platform as host_platform
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -171,8 +171,22 @@ def port_forward(pod: str) -> dict[str, dict[str, Any]]:
         proc.wait()
 
 
+def wireguard_builds() -> list[tuple[str, str]]:
+    """(label, binary) of every wireguard-go build to compare: the one the images carry
+    (GEFYRA_ASYNC_WIREGUARD_GO, as platform.sh reports it) and Debian's, when they differ."""
+    builds = [(f"wireguard-go {version(ENV['WIREGUARD_GO'])} (the images')", ENV["WIREGUARD_GO"])]
+    debian = "/usr/bin/wireguard-go"
+    if Path(debian).exists() and Path(debian).resolve() != Path(ENV["WIREGUARD_GO"]).resolve():
+        builds.append((f"wireguard-go {version(debian)} (Debian's)", debian))
+    return builds
+
+
+def version(binary: str) -> str:
+    return sh([binary, "--version"]).split()[1]
+
+
 def netns_runs() -> dict[str, dict[str, dict[str, Any]]]:
-    """Raw wireguard-go (Debian build, as in the images) and the bare veth between two netns."""
+    """Raw wireguard-go (each build) and the bare veth between two netns."""
     sys.path.insert(0, str(REPO))
     import anyio
 
@@ -184,40 +198,20 @@ def netns_runs() -> dict[str, dict[str, dict[str, Any]]]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         sh(["ip", "netns", "add", ns])
     procs: list[subprocess.Popen[str]] = []
+    run = ["ip", "netns", "exec", a, sys.executable, "-c", PROBE]
+
+    def measure(target: str) -> dict[str, Any]:
+        return {
+            "rtt": last_json(sh([*run, "rtt", target, str(PORT), str(RTT_COUNT)])),
+            "throughput": last_json(sh([*run, "throughput", target, str(PORT), str(SECONDS)])),
+        }
+
     try:
         sh(["ip", "link", "add", "gabva", "netns", a, "type", "veth", "peer", "gabvb", "netns", b])
         for ns, dev, ip_ in ((a, "gabva", "10.251.9.1"), (b, "gabvb", "10.251.9.2")):
             sh(["ip", "-n", ns, "addr", "add", f"{ip_}/30", "dev", dev])
             sh(["ip", "-n", ns, "link", "set", dev, "up"])
             sh(["ip", "-n", ns, "link", "set", "lo", "up"])
-        ka, kb = KeyPair.generate(), KeyPair.generate()
-        for ns, dev in ((a, "gabwa"), (b, "gabwb")):
-            procs.append(
-                subprocess.Popen(
-                    ["ip", "netns", "exec", ns, "wireguard-go", "-f", dev],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    text=True,
-                )
-            )
-        time.sleep(1)
-
-        async def configure() -> None:
-            await Uapi("gabwa").set(
-                private_key=ka.private,
-                listen_port=51900,
-                peers=[PeerConfig(kb.public, ["10.251.10.2/32"], "10.251.9.2:51901")],
-            )
-            await Uapi("gabwb").set(
-                private_key=kb.private,
-                listen_port=51901,
-                peers=[PeerConfig(ka.public, ["10.251.10.1/32"], "10.251.9.1:51900")],
-            )
-
-        anyio.run(configure)
-        for ns, dev, ip_ in ((a, "gabwa", "10.251.10.1"), (b, "gabwb", "10.251.10.2")):
-            sh(["ip", "-n", ns, "addr", "add", f"{ip_}/24", "dev", dev])
-            sh(["ip", "-n", ns, "link", "set", dev, "mtu", "1380", "up"])
         server = subprocess.Popen(
             ["ip", "netns", "exec", b, sys.executable, "-c", PROBE, "serve", str(PORT)],
             stdout=subprocess.PIPE,
@@ -227,15 +221,41 @@ def netns_runs() -> dict[str, dict[str, dict[str, Any]]]:
         assert server.stdout is not None
         server.stdout.readline()
         results = {}
-        for label, target in (
-            ("wireguard-go between two netns", "10.251.10.2"),
-            ("bare veth between two netns", "10.251.9.2"),
-        ):
-            run = ["ip", "netns", "exec", a, sys.executable, "-c", PROBE]
-            results[label] = {
-                "rtt": last_json(sh([*run, "rtt", target, str(PORT), str(RTT_COUNT)])),
-                "throughput": last_json(sh([*run, "throughput", target, str(PORT), str(SECONDS)])),
-            }
+        for label, binary in wireguard_builds():
+            ka, kb = KeyPair.generate(), KeyPair.generate()
+            tunnels = [
+                subprocess.Popen(
+                    ["ip", "netns", "exec", ns, binary, "-f", dev],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+                for ns, dev in ((a, "gabwa"), (b, "gabwb"))
+            ]
+            procs += tunnels
+            time.sleep(1)
+
+            async def configure(ka: Any = ka, kb: Any = kb) -> None:
+                await Uapi("gabwa").set(
+                    private_key=ka.private,
+                    listen_port=51900,
+                    peers=[PeerConfig(kb.public, ["10.251.10.2/32"], "10.251.9.2:51901")],
+                )
+                await Uapi("gabwb").set(
+                    private_key=kb.private,
+                    listen_port=51901,
+                    peers=[PeerConfig(ka.public, ["10.251.10.1/32"], "10.251.9.1:51900")],
+                )
+
+            anyio.run(configure)
+            for ns, dev, ip_ in ((a, "gabwa", "10.251.10.1"), (b, "gabwb", "10.251.10.2")):
+                sh(["ip", "-n", ns, "addr", "add", f"{ip_}/24", "dev", dev])
+                sh(["ip", "-n", ns, "link", "set", dev, "mtu", "1380", "up"])
+            results[f"{label} between two netns"] = measure("10.251.10.2")
+            for t in tunnels:
+                t.terminate()
+                t.wait()
+        results["bare veth between two netns"] = measure("10.251.9.2")
         return results
     finally:
         for p in procs:
@@ -380,6 +400,6 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--rewrite"]:  # the tables again from the last run's JSON
         write(json.loads((REPO / "benchmarks/results/connect.json").read_text()))
         raise SystemExit(0)
-    if not shutil.which("wireguard-go"):
-        raise SystemExit("wireguard-go is missing: run tests/platform/platform.sh up first")
+    if not Path(ENV.get("WIREGUARD_GO", "")).is_file():
+        raise SystemExit("wireguard-go is not built: run tests/platform/platform.sh up first")
     main()

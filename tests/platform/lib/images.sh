@@ -125,18 +125,19 @@ python_deps_dir() {
 }
 
 # build_product_image DIR NAME [load]: an image of gefyra_async (stowaway/, cargo/, ...):
-# the Dockerfile in DIR, the package and its dependencies, wireguard-go. Rebuilt only
+# the Dockerfile in DIR, the package and its dependencies, wireguard-go (upstream build). Rebuilt only
 # when any of them changed; with "load", also loaded into the cluster.
 build_product_image() {
 	local dir=$1 name=$2 load=${3:-} deps stamp ctx
+	build_wireguard_go
 	deps=$(python_deps_dir)
 	stamp=$(cd "$REPO_DIR" && find gefyra_async -name '*.py' -print0 | sort -z | xargs -0 cat |
-		cat - "$dir/Dockerfile" "$REPO_DIR/pyproject.toml" "$(command -v wireguard-go)" | sha256sum | cut -c1-16)
+		cat - "$dir/Dockerfile" "$REPO_DIR/pyproject.toml" "$WIREGUARD_GO" | sha256sum | cut -c1-16)
 	if [[ $(docker image inspect -f '{{index .Config.Labels "gefyra-async.dev/stamp"}}' "$name" 2>/dev/null) != "$stamp" ]]; then
 		ensure_base_image
 		ctx=$(mktemp -d)
 		cp "$dir/Dockerfile" "$ctx/"
-		cp "$(command -v wireguard-go)" "$ctx/wireguard-go"
+		cp "$WIREGUARD_GO" "$ctx/wireguard-go"
 		cp -a "$deps" "$ctx/site"
 		(cd "$REPO_DIR" && find gefyra_async \( -name '*.py' -o -name py.typed \) -print0 | tar --null -T - -c) |
 			tar -C "$ctx/site" -x
