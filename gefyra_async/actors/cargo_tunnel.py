@@ -6,10 +6,16 @@ masquerades the app containers' traffic behind its tunnel address. With a persis
 keepalive the peer re-handshakes by itself after stowaway or the node comes back, so a
 dropped tunnel heals without anyone acting; if the device itself dies, the supervisor
 restarts this actor, which rebuilds it from the same configuration.
+
+WireGuard's own timers notice a restarted stowaway only after some 15 s of unanswered
+packets. When an attempt to reach stowaway's control port goes unanswered
+(``ControlLost``), the tunnel sets its peer anew, dropping the session, so the next
+packet starts a handshake at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import anyio
@@ -19,12 +25,13 @@ from gefyra_async.adapters.iptables import ensure_rule
 from gefyra_async.adapters.netlink import configure_link, replace_routes
 from gefyra_async.adapters.wireguard import PeerConfig, Uapi, run_wireguard_go
 from gefyra_async.core.bus import EventBus
-from gefyra_async.core.events import TunnelStats
+from gefyra_async.core.events import ControlLost, TunnelStats
 
 log = structlog.get_logger(__name__)
 
 INTERFACE = "wg0"
 INBOUND_MARK = "0x6761"  # packets that came in through the tunnel (bridged connections)
+REHANDSHAKE_EVERY = 2.0  # seconds: at most one forced handshake per this period
 
 
 @dataclass(frozen=True)
@@ -45,22 +52,38 @@ class CargoTunnel:
     def __init__(self, config: TunnelConfig) -> None:
         self.config = config
 
+    async def _set_peer(self, uapi: Uapi) -> None:
+        c = self.config
+        await uapi.set(
+            private_key=c.private_key,
+            replace_peers=True,
+            peers=[
+                PeerConfig(
+                    c.server_public_key,
+                    list(c.routes),
+                    endpoint=c.endpoint,
+                    persistent_keepalive=c.keepalive,
+                )
+            ],
+        )
+
+    async def _rehandshake(self, bus: EventBus, uapi: Uapi) -> None:
+        async with bus.subscribe(ControlLost, name=f"{self.name}.control") as lost:
+            while True:
+                event = await lost.receive()
+                reason = event.reason if isinstance(event, ControlLost) else ""
+                log.info("stowaway unreachable; handshaking anew", reason=reason)
+                await self._set_peer(uapi)
+                await anyio.sleep(REHANDSHAKE_EVERY)  # not more often than that
+                with contextlib.suppress(anyio.WouldBlock):
+                    while True:  # what came meanwhile is answered by this handshake
+                        lost.receive_nowait()
+
     async def run(self, bus: EventBus) -> None:
         c = self.config
         async with anyio.create_task_group() as tg:
             uapi: Uapi = await tg.start(run_wireguard_go, INTERFACE)
-            await uapi.set(
-                private_key=c.private_key,
-                replace_peers=True,
-                peers=[
-                    PeerConfig(
-                        c.server_public_key,
-                        list(c.routes),
-                        endpoint=c.endpoint,
-                        persistent_keepalive=c.keepalive,
-                    )
-                ],
-            )
+            await self._set_peer(uapi)
             await configure_link(INTERFACE, f"{c.address}/32", mtu=c.mtu)
             await replace_routes(INTERFACE, c.routes)
             # Apps' packets leave with cargo's tunnel address: stowaway knows how to answer it.
@@ -96,6 +119,7 @@ class CargoTunnel:
                 ],
             )
             log.info("tunnel configured", address=c.address, endpoint=c.endpoint, routes=c.routes)
+            tg.start_soon(self._rehandshake, bus, uapi)
             while True:
                 state = await uapi.get()
                 for key, peer in state.peers.items():

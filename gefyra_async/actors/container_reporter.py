@@ -24,11 +24,20 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from gefyra_async.adapters.containers import addresses_on_network, with_label
 from gefyra_async.core import names
 from gefyra_async.core.bus import EventBus
-from gefyra_async.core.events import ContainerEvent
+from gefyra_async.core.events import ContainerEvent, ControlLost
 
 log = structlog.get_logger(__name__)
 
-SILENCE_LIMIT = 20.0  # stowaway pings every 5 s
+SILENCE_LIMIT = 12.0  # stowaway pings every 5 s: two missed pings and some slack
+CONNECT_TIMEOUT = 1.0  # per attempt: a SYN lost in a stale tunnel is retried soon, not in 3-7 s
+CONNECT_PATIENCE = 60.0  # then the attempt fails, and the supervisor takes over
+
+
+def describe(exc: BaseException) -> str:
+    """The first real error inside EXC (task groups wrap errors in exception groups)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")
 
 
 class ContainerReporter:
@@ -61,22 +70,38 @@ class ContainerReporter:
                 found[app] = address
         return found
 
-    async def _connect(self) -> anyio.abc.SocketStream:
+    async def _connect(self, bus: EventBus) -> anyio.abc.SocketStream:
         host, port = self.control
+        give_up = anyio.current_time() + CONNECT_PATIENCE
         while True:
             try:
-                return await anyio.connect_tcp(host, port, local_host=self.source)
+                with anyio.fail_after(CONNECT_TIMEOUT):
+                    return await anyio.connect_tcp(host, port, local_host=self.source)
+            except TimeoutError:
+                if anyio.current_time() > give_up:
+                    raise
+                # No answer through the tunnel: have it handshake again, and try again.
+                bus.publish(ControlLost(reason="stowaway's control port does not answer"))
             except OSError as exc:
                 if exc.errno != errno.EADDRNOTAVAIL:
                     raise
                 await anyio.sleep(0.2)  # the tunnel address is not configured yet
 
     async def run(self, bus: EventBus) -> None:
+        try:
+            await self._report(bus)
+        except Exception as exc:  # lost, silent, refused (a task group wraps them in groups)
+            # The supervisor reconnects. Usually through the same tunnel session (a laptop
+            # that slept); only when that gets no answer is the tunnel asked to handshake.
+            log.info("control connection lost", reason=describe(exc))
+            raise
+
+    async def _report(self, bus: EventBus) -> None:
         host, port = self.control
         async with (
             self.docker_factory() as docker,
             bus.subscribe(ContainerEvent, name=self.name) as events,
-            await self._connect() as stream,
+            await self._connect(bus) as stream,
         ):
             hello = {"type": "hello", "role": "cargo", "connection": self.connection}
             await stream.send((json.dumps(hello) + "\n").encode())

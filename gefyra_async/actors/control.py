@@ -45,6 +45,13 @@ CONNECTION_ENDED = (
 )
 
 
+def silence(heard: float | None, first_seen: float, now: float) -> float:
+    """Seconds a cargo has been silent: since its last message (HEARD), or since FIRST_SEEN —
+    when this stowaway first saw its client — if it has not spoken since then. A stowaway
+    that just started has heard nobody; its clients get the full limit from its start."""
+    return now - max(first_seen, heard if heard is not None else first_seen)
+
+
 def carrier_token(secret: str, namespace: str, pod: str, carrier: str) -> str:
     """What a carrier must present: HMAC-SHA256(secret, "ns/pod/carrier"), hex."""
     message = f"{namespace}/{pod}/{carrier}".encode()
@@ -168,11 +175,6 @@ class ControlServer:
 
     def containers_of(self, address: str) -> dict[str, str] | None:
         return self.containers.get(address)
-
-    def silent_for(self, address: str) -> float | None:
-        """Seconds since the cargo at ADDRESS last said anything; None if it never did."""
-        heard = self.cargo_heard.get(address)
-        return None if heard is None else time.monotonic() - heard
 
     # ---- the server ----
 

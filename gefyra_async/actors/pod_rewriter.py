@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 import structlog
 
-from gefyra_async.actors.control import ControlServer, carrier_token
+from gefyra_async.actors.control import ControlServer, carrier_token, silence
 from gefyra_async.adapters.kube_objects import (
     Bridges,
     add_ephemeral_container,
@@ -101,6 +101,7 @@ class PodRewriter:
         self.clients: dict[str, dict[str, Any]] = {}
         self.ready_since: dict[str, float] = {}  # pod key → monotonic time it turned Ready
         self.bridge_seen: dict[str, float] = {}  # bridge uid → monotonic time first seen
+        self.client_seen: dict[str, float] = {}  # client uid → monotonic time first seen
         self.deleting_since: dict[str, float] = {}  # bridge uid → monotonic
         self.marks: dict[tuple[str, str], PodMark] = {}
         self.adding: dict[str, tuple[str, float]] = {}  # pod key → (carrier, monotonic)
@@ -187,8 +188,12 @@ class PodRewriter:
             plan.problem = f"connection {b.client} has no tunnel address (is it up?)"
             return plan
         containers = self.control.containers_of(address)
-        silent = self.control.silent_for(address)
-        if silent is not None and silent > self.settings.client_silence_limit:
+        now = time.monotonic()
+        uid = str(((client or {}).get("metadata") or {}).get("uid"))
+        first_seen = self.client_seen.setdefault(uid, now)
+        silent = silence(self.control.cargo_heard.get(address), first_seen, now)
+        last = (obj.get("status") or {}).get("destination") or {}
+        if silent > self.settings.client_silence_limit:
             # The laptop is asleep or gone: the pods' own apps serve until it is back.
             plan.reason = "ClientGone"
             plan.problem = (
@@ -196,6 +201,15 @@ class PodRewriter:
                 f"{self.settings.client_silence_limit:.0f}s; the bridge is suspended (the "
                 "original app serves) until it is back"
             )
+        elif (
+            containers is None
+            and last.get("container") == b.local_container
+            and last.get("address")
+        ):
+            # This stowaway has not heard from cargo yet (it restarted, or the control
+            # connection is re-forming): keep the bridge on the address it last had rather
+            # than dropping the carriers; cargo's report corrects it if it moved.
+            plan.destination = str(last["address"])
         elif containers is None:
             plan.reason = "WaitingForCargo"
             plan.problem = f"cargo of connection {b.client} has not reported its containers yet"

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import structlog
 
-from gefyra_async.actors.control import ControlServer
+from gefyra_async.actors.control import ControlServer, silence
 from gefyra_async.adapters.kube_objects import Clients, record_event
 from gefyra_async.core import names
 from gefyra_async.core.bus import EventBus
@@ -54,8 +54,7 @@ class Watchdog:
         """Seconds since anything was heard of client OBJ (or since it was first seen)."""
         seen = self.first_seen.setdefault(str(obj["metadata"].get("uid")), now)
         address = (obj.get("status") or {}).get("tunnelAddress")
-        heard = self.control.cargo_heard.get(address) if address else None
-        return now - max(seen, heard if heard is not None else seen)
+        return silence(self.control.cargo_heard.get(address) if address else None, seen, now)
 
     async def check(self) -> list[str]:
         """Delete every client silent for longer than the limit; returns their names."""

@@ -25,6 +25,7 @@ from gefyra_async.actors.route_manager import RouteManager
 from gefyra_async.adapters.containers import docker_client, inspect
 from gefyra_async.adapters.dns import Endpoint
 from gefyra_async.adapters.wireguard import Uapi
+from gefyra_async.agents import until_terminated
 from gefyra_async.api.connection import network_name
 from gefyra_async.core.actor import Actor, Backoff, Supervisor
 from gefyra_async.core.bus import EventBus
@@ -122,7 +123,7 @@ def main() -> None:
         sys.exit(anyio.run(route, sys.argv[2]))
     if len(sys.argv) == 2 and sys.argv[1] == "stats":
         sys.exit(anyio.run(stats))
-    anyio.run(agent)
+    anyio.run(until_terminated, agent)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ log = structlog.get_logger(__name__)
 
 SILENCE_LIMIT = 20.0  # stowaway pings every 5 s
 STATS_PERIOD = 10.0
+# Per attempt. Right after stowaway is replaced, the control Service may still lead to the
+# old pod's address for a moment, where a SYN is never answered: try again soon instead.
+CONNECT_TIMEOUT = 2.0
 
 
 class Redirector(Protocol):
@@ -123,7 +126,9 @@ class Carrier:
 
     async def session(self) -> int | None:
         """One control connection. Returns an exit code to stop, None to reconnect."""
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*self.control), 10)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(*self.control), CONNECT_TIMEOUT
+        )
         try:
             writer.write((json.dumps(self.hello) + "\n").encode())
             await writer.drain()

@@ -26,6 +26,7 @@ from gefyra_async.adapters.kube_objects import (
 )
 from gefyra_async.adapters.kube_watch import custom_objects_list, list_and_watch
 from gefyra_async.adapters.wgkeys import KeyPair
+from gefyra_async.agents import until_terminated
 from gefyra_async.core import names
 from gefyra_async.core.actor import Actor, Backoff, Supervisor
 from gefyra_async.core.bus import EventBus
@@ -107,4 +108,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    anyio.run(until_terminated, main)

@@ -66,6 +66,16 @@ class KubeObjectEvent(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ControlLost(Event):
+    """Cargo cannot reach stowaway's control port through the tunnel (a connection attempt
+    went unanswered): stowaway may have restarted and the tunnel session be stale. The
+    tunnel answers with a fresh handshake at once, instead of waiting for WireGuard's own
+    timers."""
+
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class PeerChanged(Event):
     """A carrier or cargo on stowaway's control server connected, reported or left.
 

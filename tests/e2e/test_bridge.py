@@ -35,7 +35,8 @@ from tests.e2e.test_connect import leftovers
 HTTP_LOOP = """
 import http.client, json, sys
 host, port, count, specs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
-conn, out = http.client.HTTPConnection(host, port, timeout=10), []
+timeout = float(sys.argv[5]) if len(sys.argv) > 5 else 10
+conn, out = http.client.HTTPConnection(host, port, timeout=timeout), []
 for i in range(count):
     spec = specs[i % len(specs)]
     try:
@@ -47,7 +48,7 @@ for i in range(count):
     except Exception as exc:
         out.append({"spec": i % len(specs), "error": repr(exc)})
         conn.close()
-        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
 print("RESULT", json.dumps(out))  # a prefix: the exec client would parse bare JSON
 """
 
@@ -143,14 +144,29 @@ async def ready_pods(
 
 
 async def http_from_caller(
-    ctx: Context, namespace: str, host: str, specs: list[dict[str, Any]], count: int, port: int = 80
+    ctx: Context,
+    namespace: str,
+    host: str,
+    specs: list[dict[str, Any]],
+    count: int,
+    port: int = 80,
+    request_timeout: float = 10,
 ) -> list[dict[str, Any]]:
     out = await exec_in_pod(
         ctx.api,
         namespace,
         "caller",
         "main",
-        ["python3", "-c", HTTP_LOOP, host, str(port), str(count), json.dumps(specs)],
+        [
+            "python3",
+            "-c",
+            HTTP_LOOP,
+            host,
+            str(port),
+            str(count),
+            json.dumps(specs),
+            str(request_timeout),
+        ],
     )
     result: list[dict[str, Any]] = json.loads(out.split("RESULT", 1)[1])
     return result
@@ -640,6 +656,95 @@ async def test_a_laptop_gone_for_good_is_removed_from_the_cluster_and_can_come_b
         with contextlib.suppress(aiodocker.DockerError):
             await cargo.unpause()
         await down(quick, conn.name)
+    assert await leftovers(ctx, docker) == []
+
+
+TCP_CONNECT = """
+import socket, sys
+socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()
+print("connected")
+"""
+
+
+async def test_a_restarted_stowaway_takes_up_tunnel_and_bridges_again(
+    ctx: Context,
+    kube: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    platform: Platform,
+    docker: aiodocker.Docker,
+    report: Callable[[str], None],
+) -> None:
+    """The cluster side's only pod is deleted: its replacement (a new pod IP) takes up the
+    laptop's tunnel and the bridge, the carrier reconnects; the workload is not touched."""
+    await workload(kube, namespace, platform)
+    [pod] = await ready_pods(core, namespace, "web", 1) or []
+    original = pod.metadata.name
+    before = await pod_state(core, namespace, "web")
+    conn = await up(ctx, "e2e-restart")
+    local = unique_name("local")
+    try:
+        await local_app(ctx, conn, platform, local)
+        await bridge(
+            ctx, BridgeRequest("deploy/web", ["8080:8080"], local, namespace, connection=conn.name)
+        )
+        assert await served_by(ctx, namespace, [{}], 3) == {local}
+        p = await core.read_namespaced_pod(original, namespace)
+        carriers = [c.name for c in p.spec.ephemeral_containers or []]
+
+        selector = f"{names.COMPONENT}={names.STOWAWAY}"
+        [old] = (
+            await core.list_namespaced_pod(ctx.settings.namespace, label_selector=selector)
+        ).items
+        await core.delete_namespaced_pod(old.metadata.name, ctx.settings.namespace)
+        deleted = time.monotonic()
+
+        async def old_pod_gone() -> bool | None:
+            try:
+                await core.read_namespaced_pod(old.metadata.name, ctx.settings.namespace)
+            except client.ApiException as exc:
+                return True if exc.status == 404 else None
+            return None
+
+        # Until then the old pod may still serve; only what follows proves the new one.
+        await poll(old_pod_gone, within=120, what="the old stowaway pod gone")
+        gone = time.monotonic()
+
+        async def answered_locally() -> bool | None:
+            # Short timeouts: a request stuck in a broken path must not hide the moment
+            # the path works again.
+            answers = await http_from_caller(ctx, namespace, "web", [{}], 1, request_timeout=0.5)
+            ok = all(a.get("served_by") == local for a in answers)
+            return True if ok else None
+
+        await poll(
+            answered_locally, within=180, what="bridged requests answered locally again",
+            interval=0.1,
+        )  # fmt: skip
+        bridged_again = time.monotonic() - gone
+        assert await served_by(ctx, namespace, [{}], 10) == {local}
+
+        async def tunnel_carries() -> str | None:
+            code, out = await exec_in(
+                docker,
+                local,
+                ["python3", "-c", TCP_CONNECT, "kubernetes.default.svc.cluster.local", "443"],
+            )
+            return out if code == 0 and "connected" in out else None
+
+        await poll(tunnel_carries, within=60, what="local container reaches the cluster again")
+        pods = await core.list_namespaced_pod(ctx.settings.namespace, label_selector=selector)
+        [new] = [p for p in pods.items if not p.metadata.deletion_timestamp]
+        assert new.metadata.name != old.metadata.name
+        p = await core.read_namespaced_pod(original, namespace)
+        assert [c.name for c in p.spec.ephemeral_containers or []] == carriers  # reconnected
+        assert await pod_state(core, namespace, "web") == before
+        report(
+            f"stowaway pod deleted → old pod gone {gone - deleted:.1f}s → bridged requests "
+            f"answered locally again {bridged_again:.1f}s later"
+        )
+    finally:
+        await down(ctx, conn.name)
     assert await leftovers(ctx, docker) == []
 
 

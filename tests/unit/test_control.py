@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from typing import Any
 
 import anyio
 import pytest
 
-from gefyra_async.actors.control import ControlServer, carrier_token
+from gefyra_async.actors.control import ControlServer, carrier_token, silence
 from gefyra_async.core.bus import EventBus
 
 pytestmark = pytest.mark.anyio
@@ -115,8 +116,11 @@ async def test_a_silent_cargo_is_dropped_and_its_silence_measured() -> None:
                 except OSError:
                     await anyio.sleep(0.02)
         await until(lambda: server.containers_of("127.0.0.1") == {"app": "172.30.0.2"}, "map")
-        assert (server.silent_for("127.0.0.1") or 0) < 0.5
-        assert server.silent_for("127.0.0.2") is None  # never heard: not "gone"
+        started = time.monotonic()
+        assert silence(server.cargo_heard.get("127.0.0.1"), 0.0, time.monotonic()) < 0.5
+        # Never heard: silent since it was first seen, not since the epoch of the clock.
+        assert "127.0.0.2" not in server.cargo_heard
+        assert silence(None, started, started + 3) == 3
 
         # It answers the first ping with pong and then falls silent: the server hangs up
         # after the silence limit, and the silence keeps growing; the map is kept.
@@ -127,7 +131,7 @@ async def test_a_silent_cargo_is_dropped_and_its_silence_measured() -> None:
             rest = await reader.read()  # until the server closes
         assert b"pong" not in rest
         await anyio.sleep(0.1)
-        assert (server.silent_for("127.0.0.1") or 0) > 0.5
+        assert silence(server.cargo_heard.get("127.0.0.1"), 0.0, time.monotonic()) > 0.5
         assert server.containers_of("127.0.0.1") == {"app": "172.30.0.2"}
         writer.close()
         tg.cancel_scope.cancel()
