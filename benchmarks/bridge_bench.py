@@ -20,6 +20,7 @@ Writes benchmarks/results/bridge.md and .json.
 from __future__ import annotations
 
 import json
+import os
 import platform as host_platform
 import subprocess
 import sys
@@ -39,6 +40,8 @@ ENV = dict(
     ).stdout.splitlines()
 )
 KUBECTL = [ENV["KUBECTL"], f"--kubeconfig={ENV['KUBECONFIG']}"]
+# The product's images come from the platform's registry, as a user's from theirs.
+os.environ.setdefault("GEFYRA_ASYNC_REGISTRY", ENV["PRODUCT_REGISTRY"])
 GA = [str(Path(sys.executable).parent / "gefyra-async"), "--kubeconfig", ENV["KUBECONFIG"]]
 NS = "gefyra-async-bench-bridge"
 CONNECTION = "bench"

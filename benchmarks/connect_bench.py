@@ -41,6 +41,8 @@ ENV = dict(
     ).stdout.splitlines()
 )
 KUBECTL = [ENV["KUBECTL"], f"--kubeconfig={ENV['KUBECONFIG']}"]
+# The product's images come from the platform's registry, as a user's from theirs.
+os.environ.setdefault("GEFYRA_ASYNC_REGISTRY", ENV["PRODUCT_REGISTRY"])
 GA = [str(Path(sys.executable).parent / "gefyra-async"), "--kubeconfig", ENV["KUBECONFIG"]]
 NS = "gefyra-async-bench"
 PORT = 7000

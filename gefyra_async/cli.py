@@ -20,11 +20,15 @@ import anyio
 import structlog
 
 from gefyra_async import __version__
-from gefyra_async.adapters import containers
+from gefyra_async.adapters import containers, docker_engine
 from gefyra_async.api import bridges as bridge_api
 from gefyra_async.api import connection as conn_api
+from gefyra_async.api import images as images_api
+from gefyra_async.api import install as install_api
 from gefyra_async.api import runner as run_api
 from gefyra_async.api.context import Context, UserError, open_context
+from gefyra_async.core import images as image_names
+from gefyra_async.core import names
 from gefyra_async.core.logging import configure_logging
 from gefyra_async.core.settings import Settings
 
@@ -46,13 +50,80 @@ def parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="install the cluster side if missing and connect")
     up.add_argument("--name", default="default", help="connection name (default: default)")
-    up.add_argument("--endpoint", help="host:port where the cluster's tunnel UDP port is reached")
+    up.add_argument(
+        "--endpoint",
+        help="host:port where the cluster's tunnel UDP port is reached "
+        "(default: a Ready node's address and the NodePort, or the LoadBalancer's)",
+    )
     up.add_argument("--detach", "-d", action="store_true", help="return once connected")
     up.add_argument(
         "--service-type",
         choices=["NodePort", "LoadBalancer"],
         help="how the cluster exposes the tunnel (default: NodePort)",
     )
+    up.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="replace a cluster side of another version with this one (in place)",
+    )
+    _registry_option(up)
+
+    inst = sub.add_parser(
+        "install",
+        help="print the cluster side as YAML (for GitOps), or apply it (--apply)",
+        description="Prints every object of the cluster side (namespace, CRDs, RBAC, "
+        "stowaway, Services) as YAML; with --apply, creates or updates them and waits "
+        "until stowaway is available.",
+    )
+    inst.add_argument("--apply", action="store_true", help="apply to the cluster and wait")
+    inst.add_argument("--namespace", help="namespace of the cluster side (default: gefyra-async)")
+    inst.add_argument("--service-type", choices=["NodePort", "LoadBalancer"])
+    inst.add_argument("--port", type=int, help="the tunnel's NodePort (default: 31820)")
+    inst.add_argument("--mtu", type=int, help="MTU of the tunnel (default: 1380)")
+    inst.add_argument(
+        "--service-annotation",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="annotation of the tunnel Service (e.g. for a cloud load balancer); repeatable",
+    )
+    inst.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    _registry_option(inst)
+
+    uninst = sub.add_parser(
+        "uninstall", help="remove the cluster side (bridges, clients, everything) and list it"
+    )
+    uninst.add_argument("--namespace", help="namespace of the cluster side (default: gefyra-async)")
+    uninst.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    img = sub.add_parser("images", help="build (and push) the cargo, stowaway and carrier images")
+    img_sub = img.add_subparsers(dest="images_cmd", required=True)
+    build = img_sub.add_parser(
+        "build",
+        help="build the images from this installed package",
+        description="Builds <registry>/<component>:<version> for cargo, stowaway and "
+        "carrier from the installed package (Dockerfiles, code, dependencies); with --push, "
+        "pushes them, so a team can serve them from its own registry.",
+    )
+    build.add_argument("--push", action="store_true", help="push the images to the registry")
+    build.add_argument(
+        "--base", help="base image with python3 (default: python:3.11-slim-bookworm)"
+    )
+    build.add_argument(
+        "--base-python", default="3.11", help="the base image's Python version (default: 3.11)"
+    )
+    build.add_argument(
+        "--wireguard-go",
+        metavar="PATH",
+        help="a prebuilt static wireguard-go (default: built from its Go module with local Go)",
+    )
+    build.add_argument(
+        "--component",
+        action="append",
+        choices=list(image_names.COMPONENTS),
+        help="only this image (repeatable; default: all three)",
+    )
+    _registry_option(build)
 
     down = sub.add_parser("down", help="remove a connection (and the cluster side with the last)")
     down.add_argument("--name", default="default", help="connection name (default: default)")
@@ -72,6 +143,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CONTAINER")
     run.add_argument("--detach", "-d", action="store_true")
     run.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    run.add_argument(
+        "--pull",
+        choices=["always", "missing", "never"],
+        default="missing",
+        help="pull the image: always, when Docker lacks it (default), or never",
+    )
 
     br = sub.add_parser(
         "bridge",
@@ -118,6 +195,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _registry_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--registry",
+        help="registry/repository prefix of the product's images "
+        "(default: $GEFYRA_ASYNC_REGISTRY or ghcr.io/gefyra-async)",
+    )
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _pairs(pairs: list[str], flag: str) -> dict[str, str]:
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} {pair!r} is not K=V")
+        found[key] = value
+    return found
+
+
 def _env(pairs: list[str]) -> dict[str, str]:
     env = {}
     for pair in pairs:
@@ -137,7 +236,9 @@ def _age(iso: str | None) -> str:
 
 
 async def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
-    conn = await conn_api.up(ctx, args.name, endpoint=args.endpoint)
+    conn = await conn_api.up(
+        ctx, args.name, endpoint=args.endpoint, upgrade=args.upgrade, progress=_progress
+    )
     print(
         f"connection {conn.name} is up: tunnel address {conn.tunnel_address}, "
         f"endpoint {conn.endpoint}, Docker network {conn.network}"
@@ -189,8 +290,9 @@ async def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
         # with Docker's auto-remove a short-lived container can vanish before its logs
         # are read.
         auto_remove=args.rm and args.detach,
+        pull=args.pull,
     )
-    container = await run_api.run(ctx, conn, spec)
+    container = await run_api.run(ctx, conn, spec, progress=_progress)
     if args.detach:
         print(container.name)
         return 0
@@ -306,6 +408,71 @@ async def cmd_unbridge(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _dump(objects: Any, output: str) -> str:
+    if output == "json":
+        return json.dumps(objects, indent=2)
+    import yaml
+
+    items = objects if isinstance(objects, list) else [objects]
+    return "---\n".join(yaml.safe_dump(o, sort_keys=False) for o in items)
+
+
+async def cmd_install(args: argparse.Namespace, settings: Settings) -> int:
+    annotations = _pairs(args.service_annotation, "--service-annotation")
+    if not args.apply:
+        objects = install_api.render(settings, service_annotations=annotations)
+        print(_dump(objects if args.output == "yaml" else {"items": objects}, args.output))
+        return 0
+    async with open_context(args.kubeconfig, args.context, settings) as ctx:
+        objects = await install_api.install(ctx, service_annotations=annotations)
+    for obj in objects:
+        where = obj["metadata"].get("namespace")
+        print(
+            f"applied {obj['kind']}/{obj['metadata']['name']}" + (f" -n {where}" if where else "")
+        )
+    print(f"stowaway is available in namespace {settings.namespace}")
+    return 0
+
+
+async def cmd_uninstall(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_context(args.kubeconfig, args.context, settings) as ctx:
+        removed = await install_api.uninstall(ctx)
+    if args.output == "json":
+        print(json.dumps({"removed": removed}, indent=2))
+    elif removed:
+        print("\n".join(f"removed {r}" for r in removed))
+    else:
+        print(f"nothing to remove: no cluster side in namespace {settings.namespace}")
+    return 0
+
+
+async def cmd_images(args: argparse.Namespace, settings: Settings) -> int:
+    docker = await open_docker_or_fail()
+    try:
+        built = await images_api.build(
+            docker,
+            registry=settings.registry,
+            components=args.component or image_names.COMPONENTS,
+            base=args.base,
+            base_python=args.base_python,
+            wireguard_go=args.wireguard_go,
+            push=args.push,
+            progress=_progress,
+        )
+    finally:
+        await docker.close()
+    for image in built:
+        print(f"{image.ref} {image.digest or image.image_id}")
+    return 0
+
+
+# Commands that need neither the cluster nor Docker up front (they open what they need).
+STANDALONE: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] = {
+    "install": cmd_install,
+    "uninstall": cmd_uninstall,
+    "images": cmd_images,
+}
+
 COMMANDS: dict[str, Callable[[Context, argparse.Namespace], Awaitable[int]]] = {
     "up": cmd_up,
     "down": cmd_down,
@@ -317,10 +484,52 @@ COMMANDS: dict[str, Callable[[Context, argparse.Namespace], Awaitable[int]]] = {
 }
 
 
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The settings: defaults, GEFYRA_ASYNC_* variables, then the command's flags."""
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    changes: dict[str, Any] = {}
+    admin = ("install", "uninstall")
+    for flag, name, commands in (
+        ("service_type", "tunnel_service_type", ("up", "install")),
+        ("namespace", "namespace", admin),  # elsewhere -n is the workload's namespace
+        ("port", "tunnel_port", ("install",)),  # bridge's -p/--port is another thing
+        ("mtu", "tunnel_mtu", ("install",)),
+        ("registry", "registry", ("up", "install", "images")),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None and args.cmd in commands:
+            changes[name] = value
+    settings = dataclasses.replace(settings, **changes)
+    try:
+        image_names.check_registry(settings.registry)
+    except image_names.ImageNameError as exc:
+        raise UserError(str(exc)) from exc
+    if not names.valid_namespace(settings.namespace):
+        raise UserError(
+            f"namespace {settings.namespace!r} is not a valid Kubernetes namespace name "
+            "(lower-case letters, digits and '-', at most 63)"
+        )
+    if not 1 <= settings.tunnel_port <= 65535:
+        raise UserError(f"--port {settings.tunnel_port} is not a port number (1-65535)")
+    if not 1280 <= settings.tunnel_mtu <= 9000:
+        raise UserError(f"--mtu {settings.tunnel_mtu} is out of range (1280-9000)")
+    return settings
+
+
+async def open_docker_or_fail() -> Any:
+    try:
+        return await docker_engine.open_docker()
+    except docker_engine.DockerUnavailableError as exc:
+        raise UserError(str(exc)) from exc
+
+
 async def _main(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
-    if getattr(args, "service_type", None):
-        settings = dataclasses.replace(settings, tunnel_service_type=args.service_type)
+    settings = settings_of(args)
+    if args.cmd in STANDALONE:
+        return await STANDALONE[args.cmd](args, settings)
     async with open_context(args.kubeconfig, args.context, settings) as ctx:
         return await COMMANDS[args.cmd](ctx, args)
 

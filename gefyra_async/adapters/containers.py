@@ -26,6 +26,7 @@ class ContainerInfo:
     labels: dict[str, str]
     networks: dict[str, str]  # network name → IPv4 address
     created: float = 0.0  # seconds since the epoch
+    image: str = ""  # the image reference it was created from
 
 
 def _info(data: dict[str, Any]) -> ContainerInfo:
@@ -39,6 +40,7 @@ def _info(data: dict[str, Any]) -> ContainerInfo:
         labels=(data.get("Config") or {}).get("Labels") or {},
         networks={name: n.get("IPAddress", "") for name, n in nets.items()},
         created=_epoch(data.get("Created")),
+        image=str((data.get("Config") or {}).get("Image") or data.get("Image") or ""),
     )
 
 
@@ -96,16 +98,6 @@ def network_subnet(data: dict[str, Any]) -> str | None:
 
 class ContainerError(RuntimeError):
     """A Docker request about a container, network or image failed; says which and why."""
-
-
-async def image_exists(docker: aiodocker.Docker, image: str) -> bool:
-    try:
-        await docker.images.inspect(image)
-    except DockerError as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
 
 
 # Where connection networks take their subnets: Docker's own pools start at 172.17/16,

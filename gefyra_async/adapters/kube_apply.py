@@ -63,17 +63,20 @@ async def _call(
     query: list[tuple[str, str]] | None = None,
     content_type: str = "application/json",
 ) -> Any:
-    response = await api.call_api(
-        path,
-        method,
-        query_params=query or [],
-        header_params={"Content-Type": content_type, "Accept": "application/json"},
-        body=body,
-        auth_settings=["BearerToken"],
-        response_types_map={},
-        _return_http_data_only=True,
-        _preload_content=False,
-    )
+    try:
+        response = await api.call_api(
+            path,
+            method,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+            response_types_map={},
+            _return_http_data_only=True,
+            _preload_content=False,
+        )
+    except ApiException as exc:
+        raise KubeRequestError(exc.status or 0, f"{method} {path}: {exc.reason}") from exc
     data = await response.read()
     result = json.loads(data) if data else None
     if response.status >= 400:
@@ -98,7 +101,7 @@ async def apply(api: ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
 async def get(api: ApiClient, obj: dict[str, Any]) -> dict[str, Any] | None:
     try:
         result: dict[str, Any] = await _call(api, "GET", object_path(obj))
-    except (ApiException, KubeRequestError) as exc:
+    except KubeRequestError as exc:
         if exc.status == 404:
             return None
         raise
@@ -114,7 +117,7 @@ async def delete(api: ApiClient, obj: dict[str, Any]) -> bool:
             object_path(obj),
             body={"propagationPolicy": "Foreground"},
         )
-    except (ApiException, KubeRequestError) as exc:
+    except KubeRequestError as exc:
         if exc.status == 404:
             return False
         raise

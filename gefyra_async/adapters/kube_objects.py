@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import ApiClient, ApiException
 
+from gefyra_async.adapters.kube_apply import KubeRequestError
 from gefyra_async.core import names
 from gefyra_async.core.settings import Settings
 
@@ -412,4 +413,49 @@ async def load_balancer_address(api: ApiClient, namespace: str, name: str) -> st
     for ingress in (service.status.load_balancer.ingress or []) if service.status else []:
         if ingress.ip or ingress.hostname:
             return str(ingress.ip or ingress.hostname)
+    return None
+
+
+async def deployment_labels(api: ApiClient, namespace: str, name: str) -> dict[str, str] | None:
+    """The labels of Deployment NAME; None when it does not exist. A refusal (403: the
+    kubeconfig may not read it) is a KubeRequestError with the status."""
+    try:
+        deployment = await client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise KubeRequestError(
+            exc.status or 0, f"reading Deployment {namespace}/{name}: {exc.reason}"
+        ) from exc
+    return dict(deployment.metadata.labels or {})
+
+
+class NodesForbiddenError(RuntimeError):
+    """The kubeconfig may not list nodes."""
+
+
+async def ready_node_address(api: ApiClient) -> str | None:
+    """The address a client outside the cluster most likely reaches a Ready node at: the
+    first Ready node's ExternalIP, else the first Ready node's InternalIP."""
+    try:
+        nodes = (await client.CoreV1Api(api).list_node()).items
+    except ApiException as exc:
+        if exc.status == 403:
+            raise NodesForbiddenError(str(exc.reason)) from exc
+        raise
+    ready = [
+        n
+        for n in sorted(nodes, key=lambda n: n.metadata.name)
+        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+        and not n.spec.unschedulable
+    ] or [
+        n
+        for n in nodes
+        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+    ]
+    for kind in ("ExternalIP", "InternalIP"):
+        for node in ready:
+            for address in node.status.addresses or []:
+                if address.type == kind and address.address:
+                    return str(address.address)
     return None

@@ -41,6 +41,10 @@ async def main() -> None:
     configure_logging(debug=bool(os.environ.get("GEFYRA_ASYNC_DEBUG")))
     bus = EventBus(settings.bus_buffer)
     pod_ip = os.environ.get("POD_IP") or "127.0.0.1"
+    carrier_image = os.environ.get("GEFYRA_ASYNC_CARRIER_IMAGE")
+    if not carrier_image:
+        # The installer sets it (manifests.stowaway_deployment); there is no sane default.
+        raise SystemExit("GEFYRA_ASYNC_CARRIER_IMAGE is not set; reinstall the cluster side")
     async with await incluster_api() as api:
         secret = await ensure_secret_value(
             api,
@@ -81,8 +85,7 @@ async def main() -> None:
                 control,
                 pod_ip=pod_ip,
                 control_address=f"{control_ip}:{names.CONTROL_PORT}",
-                carrier_image=os.environ.get("GEFYRA_ASYNC_CARRIER_IMAGE")
-                or f"{names.IMAGE_PREFIX}/carrier:latest",
+                carrier_image=carrier_image,
                 secret=secret,
             ),
             Watchdog(settings, api, control),

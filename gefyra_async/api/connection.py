@@ -27,11 +27,13 @@ from gefyra_async.adapters import containers as docker
 from gefyra_async.adapters.kube_objects import (
     Bridges,
     Clients,
+    NodesForbiddenError,
     load_balancer_address,
     namespace_exists,
+    ready_node_address,
 )
 from gefyra_async.adapters.wgkeys import KeyPair
-from gefyra_async.api import install
+from gefyra_async.api import images, install
 from gefyra_async.api.context import Context, UserError
 from gefyra_async.core import manifests, names
 from gefyra_async.core.conditions import condition
@@ -62,6 +64,7 @@ class Connection:
     endpoint: str
     cluster_dns: str
     namespace: str  # the kube context's namespace, default for `run`
+    cargo_image: str  # also the image of the apps' network holders
 
 
 def validate_name(name: str) -> None:
@@ -73,8 +76,9 @@ def validate_name(name: str) -> None:
 
 
 async def default_endpoint(ctx: Context) -> str:
-    """NodePort: the API server's host (a node, on single-node and most dev clusters) and
-    the node port. LoadBalancer: the load balancer's address, once it has one."""
+    """NodePort: a Ready node's ExternalIP, else its InternalIP, with the node port (the
+    API server's host when the kubeconfig may not list nodes). LoadBalancer: the load
+    balancer's address, once it has one."""
     if ctx.settings.tunnel_service_type == "LoadBalancer":
 
         async def address() -> dict[str, Any] | None:
@@ -90,7 +94,15 @@ async def default_endpoint(ctx: Context) -> str:
                 "pass --endpoint host:port or use --service-type NodePort"
             )
         return f"{found['address']}:{names.STOWAWAY_LISTEN_PORT}"
-    host = urlparse(ctx.server).hostname or "127.0.0.1"
+    try:
+        host = await ready_node_address(ctx.api)
+    except NodesForbiddenError:
+        host = None
+        log.info("may not list nodes; trying the API server's host as the tunnel endpoint")
+    if host is None:
+        host = urlparse(ctx.server).hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
     return f"{host}:{ctx.settings.tunnel_port}"
 
 
@@ -119,6 +131,7 @@ async def _adopt(ctx: Context, name: str) -> Connection | None:
         endpoint=labels.get("gefyra-async.dev/endpoint", ""),
         cluster_dns=labels.get("gefyra-async.dev/cluster-dns", ""),
         namespace=ctx.namespace,
+        cargo_image=info.image,
     )
 
 
@@ -128,21 +141,21 @@ async def up(
     *,
     endpoint: str | None = None,
     handshake_within: float | None = None,
+    upgrade: bool = False,
+    progress: images.Progress | None = None,
 ) -> Connection:
-    """Connect this Docker host to the cluster as connection NAME (idempotent)."""
+    """Connect this Docker host to the cluster as connection NAME (idempotent). UPGRADE:
+    replace a cluster side of another version; PROGRESS: told of long steps (pulls)."""
     validate_name(name)
     adopted = await _adopt(ctx, name)
     clients = Clients(ctx.api, ctx.settings)
     if adopted is not None and await clients.get(name) is not None:
         log.info("connection already up", connection=name)
         return adopted
-    if not await docker.image_exists(ctx.docker, install.cargo_image()):
-        raise UserError(
-            f"the cargo image {install.cargo_image()} is not available to Docker; "
-            "build it (tests/platform/platform.sh up does) or pull it"
-        )
+    cargo_image = install.image(ctx.settings, "cargo")
+    await images.ensure(ctx.docker, cargo_image, "missing", progress)
     async with AsyncExitStack() as undo:
-        await install.install(ctx)
+        await install.ensure_installed(ctx, upgrade=upgrade)
         endpoint = endpoint or await default_endpoint(ctx)
         labels = names.labels("connection", **{names.CONNECTION: name})
         net = await docker.network(ctx.docker, network_name(name))
@@ -190,7 +203,7 @@ async def up(
             "gefyra-async.dev/cluster-dns": status.get("clusterDNS") or "",
         }
         config = {
-            "Image": install.cargo_image(),
+            "Image": cargo_image,
             "Labels": cargo_labels,
             "Env": [
                 f"GEFYRA_ASYNC_CONNECTION={name}",
@@ -257,6 +270,7 @@ async def up(
         endpoint=endpoint,
         cluster_dns=status.get("clusterDNS") or "",
         namespace=ctx.namespace,
+        cargo_image=cargo_image,
     )
 
 

@@ -2,31 +2,49 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import anyio
 import structlog
 
 from gefyra_async import __version__
-from gefyra_async.adapters.kube_apply import apply, delete
+from gefyra_async.adapters.kube_apply import KubeRequestError, apply, delete
 from gefyra_async.adapters.kube_objects import (
     Bridges,
+    Clients,
     crd_established,
     deployment_available,
+    deployment_labels,
     namespace_exists,
 )
 from gefyra_async.api.context import Context, UserError
-from gefyra_async.core import manifests, names
+from gefyra_async.core import images, manifests, names
+from gefyra_async.core.settings import Settings
+
+Obj = dict[str, Any]
 
 log = structlog.get_logger(__name__)
 
 
-def stowaway_image() -> str:
-    return f"{names.IMAGE_PREFIX}/stowaway:{__version__}"
+def image(settings: Settings, component: images.Component) -> str:
+    """The image of COMPONENT this client uses: ``<registry>/<component>:<version>``."""
+    try:
+        return images.image_ref(settings.registry, component, __version__)
+    except images.ImageNameError as exc:
+        raise UserError(str(exc)) from exc
 
 
-def cargo_image() -> str:
-    return f"{names.IMAGE_PREFIX}/cargo:{__version__}"
+def render(
+    settings: Settings, *, service_annotations: Mapping[str, str] | None = None
+) -> list[Obj]:
+    """The cluster side as objects, for `install` to print or apply."""
+    try:
+        return manifests.cluster_side(
+            settings, __version__, service_annotations=service_annotations
+        )
+    except images.ImageNameError as exc:
+        raise UserError(str(exc)) from exc
 
 
 async def _wait(check: Callable[[], Awaitable[bool]], what: str, within: float, hint: str) -> None:
@@ -37,27 +55,85 @@ async def _wait(check: Callable[[], Awaitable[bool]], what: str, within: float, 
     raise UserError(f"{what} was not ready after {within:.0f}s; {hint}")
 
 
-async def install(ctx: Context, image: str | None = None) -> None:
+def _refused(obj: Obj, exc: KubeRequestError, verb: str) -> UserError:
+    """A refusal by the API server as one sentence; 403 names `install` and the right."""
+    meta = obj["metadata"]
+    where = f" in namespace {meta['namespace']}" if meta.get("namespace") else ""
+    what = f"{obj['kind']} {meta['name']}{where}"
+    if exc.status == 403:
+        return UserError(
+            f"your kubeconfig may not {verb} {what} (the API server answered 403 Forbidden); "
+            "an admin can install the cluster side with `gefyra-async install --apply`, "
+            "or grant that right"
+        )
+    return UserError(f"the API server refused to {verb} {what}: {exc}")
+
+
+async def install(
+    ctx: Context, *, service_annotations: Mapping[str, str] | None = None
+) -> list[Obj]:
     """Create or update the cluster side and wait until stowaway is available."""
     s = ctx.settings
-    for obj in manifests.cluster_side(s, image or stowaway_image()):
-        await apply(ctx.api, obj)
+    objects = render(s, service_annotations=service_annotations)
+    for obj in objects:
+        try:
+            await apply(ctx.api, obj)
+        except KubeRequestError as exc:
+            raise _refused(obj, exc, "create or update") from exc
     crd_name = f"{names.CLIENT_PLURAL}.{s.api_group}"
 
     async def established() -> bool:
         return await crd_established(ctx.api, crd_name)
 
+    await _wait(established, f"the custom resource {crd_name}", 30, "check the API server")
+    await wait_available(ctx)
+    return objects
+
+
+async def wait_available(ctx: Context) -> None:
+    s = ctx.settings
+
     async def available() -> bool:
         return await deployment_available(ctx.api, s.namespace, names.STOWAWAY)
 
-    await _wait(established, f"the custom resource {crd_name}", 30, "check the API server")
     await _wait(
         available,
         f"stowaway in namespace {s.namespace}",
         s.install_timeout,
-        f"see `kubectl -n {s.namespace} describe pods` (is the image "
-        f"{image or stowaway_image()} available to the cluster?)",
+        f"see `kubectl -n {s.namespace} describe pods` (can the cluster pull the image "
+        f"{image(s, 'stowaway')}? build and push it with "
+        f"`gefyra-async images build --push --registry {s.registry}`)",
     )
+
+
+async def installed_version(ctx: Context) -> str | None:
+    """The version of the cluster side (stowaway's Deployment); None: not installed."""
+    labels = await deployment_labels(ctx.api, ctx.settings.namespace, names.STOWAWAY)
+    return None if labels is None else labels.get(names.VERSION, "unknown")
+
+
+async def ensure_installed(ctx: Context, *, upgrade: bool = False) -> None:
+    """For `up`: install the cluster side if missing; one of another version is replaced
+    only when asked (UPGRADE), since every client of the cluster uses it."""
+    try:
+        version = await installed_version(ctx)
+    except KubeRequestError as exc:
+        if exc.status != 403:
+            raise UserError(
+                f"the API server refused to tell the cluster side's version: {exc}"
+            ) from exc
+        version = None  # may not even look: installing says what is missing
+    if version is None or (upgrade and version != __version__):
+        await install(ctx)
+    elif version != __version__:
+        raise UserError(
+            f"the cluster side in namespace {ctx.settings.namespace} is gefyra-async {version}, "
+            f"this client is {__version__}; replace it in place with `gefyra-async up "
+            "--upgrade` (or an admin's `gefyra-async install --apply`): other connections "
+            "reconnect by themselves"
+        )
+    else:
+        await wait_available(ctx)
 
 
 async def remove_bridges(ctx: Context, chosen: list[str] | None = None) -> list[str]:
@@ -86,15 +162,21 @@ async def remove_bridges(ctx: Context, chosen: list[str] | None = None) -> list[
     return chosen
 
 
-async def uninstall(ctx: Context) -> bool:
-    """Remove the cluster side; waits until the namespace is gone. False: nothing was there."""
+async def uninstall(ctx: Context) -> list[str]:
+    """Remove the cluster side; waits until the namespace is gone. Returns what was removed
+    (``Kind/name``, bridges and clients included); empty: nothing was there."""
     s = ctx.settings
     # Bridges first, while stowaway still runs to take carriers out of the pods (and
     # before the CRD goes: deleting it would wait on their finalizers).
-    await remove_bridges(ctx)
-    found = False
-    for obj in reversed(manifests.cluster_side(s, "")):
-        found = await delete(ctx.api, obj) or found
+    removed = [f"Bridge/{name}" for name in await remove_bridges(ctx)]
+    if await namespace_exists(ctx.api, s.namespace):
+        removed += [f"Client/{c['metadata']['name']}" for c in await Clients(ctx.api, s).list()]
+    for obj in reversed(render(s)):
+        try:
+            if await delete(ctx.api, obj):
+                removed.append(f"{obj['kind']}/{obj['metadata']['name']}")
+        except KubeRequestError as exc:
+            raise _refused(obj, exc, "delete") from exc
 
     async def gone() -> bool:
         return not await namespace_exists(ctx.api, s.namespace)
@@ -102,4 +184,4 @@ async def uninstall(ctx: Context) -> bool:
     await _wait(
         gone, f"removal of namespace {s.namespace}", s.install_timeout, "it may still be finalizing"
     )
-    return found
+    return removed

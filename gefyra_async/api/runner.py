@@ -20,9 +20,9 @@ import structlog
 
 from gefyra_async.adapters import containers as docker
 from gefyra_async.adapters.kube_objects import WorkloadError, exec_in_pod, ready_pod_of
+from gefyra_async.api import images
 from gefyra_async.api.connection import Connection, connection_label
 from gefyra_async.api.context import Context, UserError
-from gefyra_async.api.install import cargo_image
 from gefyra_async.core import names
 
 log = structlog.get_logger(__name__)
@@ -42,6 +42,7 @@ class RunSpec:
     volumes: list[str] = field(default_factory=list)  # src:dst[:ro]
     ports: list[str] = field(default_factory=list)  # [ip:]host:container
     auto_remove: bool = False
+    pull: images.PullPolicy = "missing"
 
 
 @dataclass(frozen=True)
@@ -99,24 +100,24 @@ async def env_from_workload(ctx: Context, namespace: str, ref: str) -> dict[str,
     return copied
 
 
-async def run(ctx: Context, conn: Connection, spec: RunSpec) -> RunningContainer:
-    """Start SPEC's container in the cluster network of CONN; nothing is left on failure."""
+async def run(
+    ctx: Context, conn: Connection, spec: RunSpec, progress: images.Progress | None = None
+) -> RunningContainer:
+    """Start SPEC's container in the cluster network of CONN; nothing is left on failure.
+    SPEC's image is pulled as SPEC.pull says; PROGRESS is told how the pull goes."""
     namespace = spec.namespace or conn.namespace
-    if not await docker.image_exists(ctx.docker, spec.image):
-        raise UserError(
-            f"the image {spec.image!r} is not available to Docker; build or pull it first"
-        )
     if await docker.inspect(ctx.docker, spec.name) is not None:
         raise UserError(
             f"a container named {spec.name!r} already exists; choose another --name or remove it"
         )
+    await images.ensure(ctx.docker, spec.image, spec.pull, progress)
     env = dict(await env_from_workload(ctx, namespace, spec.env_from)) if spec.env_from else {}
     env.update(spec.env)
     exposed, bindings = parse_ports(spec.ports)
     labels = names.labels("app", **{names.CONNECTION: conn.name})
     holder_name = f"{spec.name}-netns"
     holder_config = {
-        "Image": cargo_image(),
+        "Image": conn.cargo_image,
         "Cmd": ["sleep", "infinity"],
         "Labels": {**labels, names.ROLE: names.ROLE_HOLDER, names.APP: spec.name},
         "ExposedPorts": exposed,

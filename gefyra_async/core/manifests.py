@@ -6,12 +6,18 @@ Everything carries ``app.kubernetes.io/managed-by: gefyra-async``, which is how
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from gefyra_async.core import names
+from gefyra_async.core import images, names
 from gefyra_async.core.settings import Settings
 
 Obj = dict[str, Any]
+
+# Kinds without a namespace (the rest live in the cluster side's namespace).
+CLUSTER_SCOPED = frozenset(
+    {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+)
 
 
 def _crd(
@@ -244,7 +250,7 @@ def cluster_role(settings: Settings) -> Obj:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
-        "metadata": {"name": f"gefyra-async-{names.STOWAWAY}", "labels": names.labels("rbac")},
+        "metadata": {"name": cluster_role_name(settings), "labels": names.labels("rbac")},
         "rules": [
             {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]},
             {
@@ -285,7 +291,7 @@ def role_binding(settings: Settings) -> Obj:
 
 
 def cluster_role_binding(settings: Settings) -> Obj:
-    name = f"gefyra-async-{names.STOWAWAY}"
+    name = cluster_role_name(settings)
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
@@ -297,23 +303,21 @@ def cluster_role_binding(settings: Settings) -> Obj:
     }
 
 
-def carrier_image_of(stowaway_image: str) -> str:
-    """Carrier's image: stowaway's, with the other name (same registry and tag)."""
-    repo, sep, tag = stowaway_image.rpartition(":")
-    if not sep or "/" in tag:
-        repo, tag = stowaway_image, "latest"
-    return f"{repo.rpartition('/')[0]}/carrier:{tag}"
+def cluster_role_name(settings: Settings) -> str:
+    """Cluster-scoped names carry the namespace: two installs in two namespaces coexist."""
+    return f"{settings.namespace}-{names.STOWAWAY}"
 
 
-def stowaway_deployment(settings: Settings, image: str) -> Obj:
+def stowaway_deployment(settings: Settings, version: str) -> Obj:
     pod_labels = names.labels(names.STOWAWAY)
+    image = images.image_ref(settings.registry, "stowaway", version)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
             "name": names.STOWAWAY,
             "namespace": settings.namespace,
-            "labels": pod_labels,
+            "labels": {**pod_labels, names.VERSION: version},
         },
         "spec": {
             "replicas": 1,
@@ -348,7 +352,9 @@ def stowaway_deployment(settings: Settings, image: str) -> Obj:
                                 },
                                 {
                                     "name": "GEFYRA_ASYNC_CARRIER_IMAGE",
-                                    "value": carrier_image_of(image),
+                                    "value": images.image_ref(
+                                        settings.registry, "carrier", version
+                                    ),
                                 },
                                 {
                                     "name": "GEFYRA_ASYNC_CARRIER_ORPHAN_TIMEOUT",
@@ -389,15 +395,20 @@ def stowaway_deployment(settings: Settings, image: str) -> Obj:
     }
 
 
-def tunnel_service(settings: Settings) -> Obj:
+def tunnel_service(settings: Settings, annotations: Mapping[str, str] | None = None) -> Obj:
+    """The tunnel's UDP port for clients. ANNOTATIONS: what a cloud's load balancer
+    controller reads (internal, UDP health checks, ...), from the admin."""
+    metadata: Obj = {
+        "name": names.STOWAWAY_TUNNEL_SERVICE,
+        "namespace": settings.namespace,
+        "labels": names.labels(names.STOWAWAY),
+    }
+    if annotations:
+        metadata["annotations"] = dict(annotations)
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": names.STOWAWAY_TUNNEL_SERVICE,
-            "namespace": settings.namespace,
-            "labels": names.labels(names.STOWAWAY),
-        },
+        "metadata": metadata,
         "spec": {
             "type": settings.tunnel_service_type,
             "selector": names.labels(names.STOWAWAY),
@@ -443,8 +454,11 @@ def control_service(settings: Settings) -> Obj:
     }
 
 
-def cluster_side(settings: Settings, stowaway_image: str) -> list[Obj]:
-    """Everything `up` installs, in creation order (`down` removes it in reverse)."""
+def cluster_side(
+    settings: Settings, version: str, *, service_annotations: Mapping[str, str] | None = None
+) -> list[Obj]:
+    """Everything `install` (and `up`) creates, in creation order (`uninstall` removes it in
+    reverse). The images are ``<settings.registry>/<component>:<version>``."""
     return [
         namespace(settings),
         crd(settings),
@@ -454,9 +468,9 @@ def cluster_side(settings: Settings, stowaway_image: str) -> list[Obj]:
         cluster_role(settings),
         role_binding(settings),
         cluster_role_binding(settings),
-        tunnel_service(settings),
+        tunnel_service(settings, service_annotations),
         control_service(settings),
-        stowaway_deployment(settings, stowaway_image),
+        stowaway_deployment(settings, version),
     ]
 
 

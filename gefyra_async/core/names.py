@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "gefyra-async"
 COMPONENT = "gefyra-async.dev/component"
@@ -29,8 +31,17 @@ CONTROL_PORT = 7700  # carriers and cargos keep one JSON-lines connection to sto
 CARRIER_PREFIX = "gefyra-carrier"  # ephemeral containers: gefyra-carrier-1, -2, ...
 CARRIER_COMMENT = "gefyra-async-carrier"  # iptables comment on carrier's redirects
 
-IMAGE_PREFIX = "registry.local/gefyra-async"
+IMAGE_COMPONENT = "gefyra-async.dev/image"  # on the product's images: which component
+VERSION = "app.kubernetes.io/version"  # on stowaway's Deployment: the cluster side's version
 
 
 def labels(component: str, **extra: str) -> dict[str, str]:
     return {MANAGED_BY: MANAGED_BY_VALUE, COMPONENT: component, **extra}
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def valid_namespace(name: str) -> bool:
+    """A Kubernetes namespace name (an RFC 1123 DNS label)."""
+    return bool(_DNS_LABEL.match(name))

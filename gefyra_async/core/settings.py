@@ -28,6 +28,14 @@ class Settings:
     namespace: str = field(
         default="gefyra-async", metadata=_doc("cluster namespace of stowaway and its objects")
     )
+    registry: str = field(
+        default="ghcr.io/gefyra-async",
+        metadata=_doc(
+            "registry and repository prefix of the cargo, stowaway and carrier images "
+            "(<registry>/<component>:<package version>); build and publish your own with "
+            "`gefyra-async images build --push --registry R`"
+        ),
+    )
     # ---- bus and supervision ----
     bus_buffer: int = field(
         default=256, metadata=_doc("events a subscriber may have queued before new ones drop")

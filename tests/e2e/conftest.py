@@ -6,6 +6,7 @@ starts it). When it is not, every e2e test fails with that instruction; none is 
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -41,10 +42,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def platform() -> Platform:
+    """The running platform. The product is pointed at the platform's registry the way a
+    user points it at theirs: GEFYRA_ASYNC_REGISTRY (for the API in this process and for
+    every CLI it starts)."""
     try:
-        return Platform.discover()
+        found = Platform.discover()
     except PlatformError as exc:
         pytest.fail(str(exc), pytrace=False)
+    os.environ["GEFYRA_ASYNC_REGISTRY"] = found.registry
+    return found
 
 
 @pytest.fixture(scope="session")

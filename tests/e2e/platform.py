@@ -45,6 +45,8 @@ class Platform:
     demo_image: str
     image_prefix: str
     guard_comment: str
+    registry: str  # where the product images are: what GEFYRA_ASYNC_REGISTRY names
+    wireguard_go: str  # the platform's static wireguard-go build
 
     @classmethod
     def discover(cls) -> Platform:
@@ -71,6 +73,8 @@ class Platform:
             demo_image=env["DEMO_IMAGE"],
             image_prefix=env["IMAGE_PREFIX"],
             guard_comment=env["GUARD_COMMENT"],
+            registry=env["PRODUCT_REGISTRY"],
+            wireguard_go=env["WIREGUARD_GO"],
         )
         platform.check_running()
         return platform

@@ -29,7 +29,7 @@ from gefyra_async.api.context import Context, UserError
 from gefyra_async.api.runner import RunSpec, remove, run
 from gefyra_async.core import names
 from tests.e2e.platform import Platform, poll, unique_name, wait_pod
-from tests.e2e.test_connect import leftovers
+from tests.e2e.test_connect import POST_ONCE, leftovers, tunnel_bytes
 
 # Requests on ONE keep-alive connection, each with its own headers/path; prints JSON.
 HTTP_LOOP = """
@@ -245,6 +245,21 @@ async def test_global_bridge_of_http_and_tcp_follows_the_local_container_and_unb
         assert await served_by(ctx, namespace, [{}, {"path": "/x"}], 10) == {local}
         assert await tcp_from_caller(ctx, namespace, "web") == f"{local}: hello over tcp"
 
+        # A 4 MB request through the bridge: cargo's WireGuard device received all of it.
+        size = 4_000_000
+        received_before = await tunnel_bytes(docker, conn.cargo)
+        out = await exec_in_pod(
+            ctx.api,
+            namespace,
+            "caller",
+            "main",
+            ["python3", "-c", POST_ONCE, "http://web/", str(size)],
+        )
+        answer = json.loads(out.split("RESULT", 1)[1])
+        assert (answer["served_by"], answer["body_bytes"]) == (local, size), answer
+        carried = (await tunnel_bytes(docker, conn.cargo)) - received_before
+        assert carried >= size, f"the tunnel carried {carried} B of the {size} B sent"
+
         # The local container is re-run with a new address: the bridge follows by itself.
         old_address = obj["status"]["destination"]["address"]
         await remove(ctx, local)
@@ -275,6 +290,9 @@ async def test_global_bridge_of_http_and_tcp_follows_the_local_container_and_unb
             return True if states and all(s.terminated for s in states) else None
 
         await poll(carrier_exited, within=30, what="carrier exited after unbridge")
+        # carrier came from the registry the product was pointed at, like every product image.
+        carriers = (await core.read_namespaced_pod(original, namespace)).spec.ephemeral_containers
+        assert [c.image.rsplit("/", 1)[0] for c in carriers] == [platform.registry]
         report(f"bridge() → every pod bridged: {took:.2f}s")
     finally:
         await down(ctx, conn.name)

@@ -68,14 +68,34 @@ async def lines(docker: aiodocker.Docker, name: str) -> list[dict[str, Any]]:
     return [json.loads(x) for x in "".join(out).splitlines() if x.startswith("{")]
 
 
-async def tunnel_bytes(docker: aiodocker.Docker, cargo: str) -> int:
-    """Bytes cargo's WireGuard device has received from stowaway so far."""
+async def tunnel_bytes(docker: aiodocker.Docker, cargo: str, key: str = "rxBytes") -> int:
+    """Bytes cargo's WireGuard device has received from (KEY txBytes: sent to) stowaway."""
     container = await docker.containers.get(cargo)
     stats = await container.exec(["python3", "-m", "gefyra_async.agents.cargo", "stats"])
     async with stats.start(detach=False) as stream:
         message = await stream.read_out()
     assert message is not None
-    return sum(int(peer["rxBytes"]) for peer in json.loads(message.data))
+    return sum(int(peer[key]) for peer in json.loads(message.data))
+
+
+# POST SIZE bytes to URL; prints RESULT and the JSON answer (the demo server counts the
+# body). The prefix: the Kubernetes exec client would parse bare JSON.
+POST_ONCE = """
+import sys, urllib.request as u
+body = b"x" * int(sys.argv[2])
+answer = u.urlopen(u.Request(sys.argv[1], data=body, method="POST"), timeout=60)
+print("RESULT", answer.read().decode())
+"""
+
+
+async def exec_output(docker: aiodocker.Docker, name: str, command: list[str]) -> str:
+    container = await docker.containers.get(name)
+    run = await container.exec(command)
+    out = []
+    async with run.start(detach=False) as stream:
+        while (message := await stream.read_out()) is not None:
+            out.append(message.data.decode())
+    return "".join(out)
 
 
 async def leftovers(ctx: Context, docker: aiodocker.Docker) -> list[str]:
@@ -130,6 +150,18 @@ async def test_run_reaches_cluster_services_by_dns_and_survives_restart(
         # from connection networks to the cluster; see docs/platform.md).
         received = (await tunnel_bytes(docker, conn.cargo)) - before_tunnel
         assert received > 3 * 200, received
+
+        # 10 MB to a Service by its DNS name: cargo's WireGuard device carried all of it,
+        # so nothing reached the cluster beside the tunnel.
+        size = 10_000_000
+        sent_before = await tunnel_bytes(docker, conn.cargo, "txBytes")
+        out = await exec_output(
+            docker, app, ["python3", "-c", POST_ONCE, "http://demo/", str(size)]
+        )
+        answer = json.loads(out.split("RESULT", 1)[1])
+        assert answer["body_bytes"] == size, answer
+        carried = (await tunnel_bytes(docker, conn.cargo, "txBytes")) - sent_before
+        assert carried >= size, f"the tunnel carried {carried} B of the {size} B sent"
 
         # The resolver is cargo's forwarder, over UDP: ask it directly from the app.
         container = await docker.containers.get(app)

@@ -16,7 +16,9 @@ import anyio
 import pytest
 from kubernetes_asyncio import client
 
+from gefyra_async.adapters import containers
 from tests.e2e.platform import (
+    PLATFORM_SH,
     ImageLoader,
     Platform,
     demo_pod,
@@ -310,3 +312,143 @@ async def test_service_range_traffic_without_rules_never_leaves_the_machine(
     assert phase == "Succeeded"
     assert log.startswith("failed:"), log
     assert guard_drops(platform, platform.service_cidr) > before
+
+
+# From a container on a connection network: TCP to each target, UDP to the NodePort.
+ISOLATION_PROBE = """
+import json, socket, sys
+targets, node_ip, node_port = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+out = {}
+for name, (host, port) in targets.items():
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        out[name] = "reached"
+    except OSError as e:
+        out[name] = "blocked"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+out["udp-nodeport"] = "blocked"
+for attempt in range(10):
+    s.sendto(b"ping", (node_ip, node_port))
+    try:
+        out["udp-nodeport"] = s.recvfrom(1024)[0].decode()
+        break
+    except socket.timeout:
+        pass
+print(json.dumps(out), flush=True)
+"""
+
+
+async def restart_kube_proxy() -> None:
+    done = await anyio.run_process(["bash", str(PLATFORM_SH), "restart", "kube-proxy"], check=False)
+    assert done.returncode == 0, done.stderr.decode()
+
+
+@pytest.mark.skipif(not is_root(), reason="restarting kube-proxy needs root")
+async def test_connection_networks_reach_the_cluster_only_through_node_addresses(
+    core: client.CoreV1Api, namespace: str, platform: Platform, docker: aiodocker.Docker
+) -> None:
+    """The platform's Docker host is also the node: its kube-proxy and pod routes must not
+    carry traffic of gefyra-async's connection networks, or e2e tests would prove nothing
+    about the tunnel. Only what a laptop could reach gets through (a node's NodePort),
+    also after kube-proxy restarted and put its rules first again."""
+    pod = await start_demo(core, namespace, platform)
+    service: Any = {
+        "metadata": {"name": "demo"},
+        "spec": {"selector": {"app": "demo"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    udp_service: Any = {
+        "metadata": {"name": "demo-udp"},
+        "spec": {
+            "type": "NodePort",
+            "selector": {"app": "demo"},
+            "ports": [{"port": 9001, "targetPort": 9001, "protocol": "UDP"}],
+        },
+    }
+    cluster_ip = (await core.create_namespaced_service(namespace, service)).spec.cluster_ip
+    node_port = (
+        (await core.create_namespaced_service(namespace, udp_service)).spec.ports[0].node_port
+    )
+    # The Service's rules are written once an endpoint exists; a pod asks it to be sure.
+    phase, log = await run_pod(
+        core, namespace, platform.base_image, fetch_script(f"http://{cluster_ip}/")
+    )
+    assert phase == "Succeeded", log
+
+    net = unique_name("smoke-conn-net")
+    labels = {"gefyra-async.dev/e2e-test": "true"}
+    await containers.create_network(docker, net, labels)
+    made: list[Any] = []
+    try:
+        # A "gateway" container (as cargo is), and a probe routing everything through it:
+        # the probe's packets to cluster addresses are bridged frames to the gateway,
+        # which does not forward them — any answer came around it.
+        gateway = await docker.containers.run(
+            {
+                "Image": platform.base_image,
+                "Cmd": ["sleep", "infinity"],
+                "HostConfig": {"NetworkMode": net},
+            },
+            name=unique_name("smoke-gateway"),
+        )
+        made.append(gateway)
+        gateway_ip = (await gateway.show())["NetworkSettings"]["Networks"][net]["IPAddress"]
+        api_service = await core.read_namespaced_service("kubernetes", "default")
+        targets = {
+            "service": [cluster_ip, 80],
+            "pod": [pod.status.pod_ip, 8080],
+            # A Service whose endpoint is the host itself (the API server).
+            "api-service": [api_service.spec.cluster_ip, 443],
+        }
+
+        async def probe(via_gateway: bool) -> dict[str, str]:
+            script = ISOLATION_PROBE
+            command = [
+                "python3",
+                "-c",
+                script,
+                json.dumps(targets),
+                platform.node_ip,
+                str(node_port),
+            ]
+            if via_gateway:
+                command = [
+                    "sh",
+                    "-c",
+                    f'ip route replace default via {gateway_ip} && exec "$@"',
+                    "probe",
+                    *command,
+                ]
+            container = await docker.containers.run(
+                {
+                    "Image": platform.base_image,
+                    "Cmd": command,
+                    "HostConfig": {"NetworkMode": net, "CapAdd": ["NET_ADMIN"]},
+                },
+                name=unique_name("smoke-isolation-probe"),
+            )
+            made.append(container)
+            with anyio.fail_after(90):
+                result = await container.wait()
+            output = "".join(await container.log(stdout=True, stderr=True))
+            assert result["StatusCode"] == 0, output
+            found: dict[str, str] = json.loads(output.strip().splitlines()[-1])
+            return found
+
+        blocked = {"service": "blocked", "pod": "blocked", "api-service": "blocked"}
+        nodeport = {"udp-nodeport": f"{pod.metadata.name}: ping"}
+        assert await probe(via_gateway=False) == {**blocked, **nodeport}
+        # The leak that was: the host's kube-proxy DNATed the bridged frames to a pod.
+        around = await probe(via_gateway=True)
+        assert {k: around[k] for k in blocked} == blocked, around
+
+        await restart_kube_proxy()
+        assert await probe(via_gateway=False) == {**blocked, **nodeport}
+        around = await probe(via_gateway=True)
+        assert {k: around[k] for k in blocked} == blocked, around
+        status = await anyio.run_process(["bash", str(PLATFORM_SH), "status"], check=False)
+        assert "connection networks isolated: yes" in status.stdout.decode()
+    finally:
+        for container in made:
+            await container.delete(force=True)
+        await containers.remove_network(docker, net)

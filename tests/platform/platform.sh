@@ -5,7 +5,8 @@
 #   platform.sh up                 install, build, start everything; idempotent
 #   platform.sh down [--purge]     stop everything by pid file, remove cluster state
 #                                  (--purge also drops the caches and the uplink guard)
-#   platform.sh status             what runs, the node, the admin kubeconfig
+#   platform.sh status             what runs, the isolation of connection networks, the node
+#   platform.sh restart NAME       restart one daemon (e.g. kube-proxy)
 #   platform.sh build-image DIR NAME   docker build DIR, load NAME into the cluster
 #   platform.sh load-image NAME        load a Docker image into the cluster
 #   platform.sh remove-image NAME      remove a project image from the cluster and Docker
@@ -43,6 +44,7 @@ cmd_up() {
 	build_kubernetes
 	start_docker
 	isolate_connection_networks
+	start_registry
 	ensure_pki "$ip"
 	start_etcd
 	start_apiserver "$ip"
@@ -61,10 +63,12 @@ cmd_down() {
 	require_root
 	local purge=${1:-}
 	stop_cluster
+	stop_daemon registry
 	if [[ $purge == --purge ]] && docker_ready; then
 		# The images the platform made, so the next `up` starts from nothing.
 		docker image ls --format '{{.Repository}}:{{.Tag}}' |
-			grep -E "^($IMAGE_PREFIX/|${PAUSE_IMAGE%%:*}:)" | xargs -r docker rmi -f >/dev/null || true
+			grep -E "^($IMAGE_PREFIX/|$PRODUCT_REGISTRY/|$BUILD_PREFIX/|${PAUSE_IMAGE%%:*}:)" |
+			xargs -r docker rmi -f >/dev/null || true
 	fi
 	if pid_alive dockerd; then
 		# Containers the tests left behind go with the engine we started.
@@ -81,7 +85,7 @@ cmd_down() {
 
 cmd_status() {
 	local name rc=0
-	for name in dockerd etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do
+	for name in dockerd registry etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do
 		if pid_alive "$name"; then
 			printf '%-24s running (pid %s)\n' "$name" "$(daemon_pid "$name")"
 		elif [[ $name == dockerd ]] && docker_ready; then
@@ -91,6 +95,13 @@ cmd_status() {
 			rc=1
 		fi
 	done
+	local missing
+	if missing=$(isolation_missing); then
+		echo "connection networks isolated: yes"
+	else
+		printf 'connection networks isolated: NO; missing rules (platform.sh up adds them):\n%s\n' "$missing"
+		rc=1
+	fi
 	if [[ -f $ADMIN_KUBECONFIG ]] && apiserver_ready >/dev/null 2>&1; then
 		$KUBECTL get nodes -o wide || rc=1
 		$KUBECTL -n kube-system get pods -o wide || rc=1
@@ -120,6 +131,8 @@ cmd_demo() {
 		--image="$BASE_IMAGE" --image-pull-policy=Never --command -- \
 		python3 -c "$fetch" "http://demo-echo.$ns.svc.cluster.local/hello"
 	local ga=("$GA_VENV/bin/gefyra-async" --kubeconfig "$ADMIN_KUBECONFIG")
+	# The product's images are in the platform's registry; a user names theirs the same way.
+	export GEFYRA_ASYNC_REGISTRY=$PRODUCT_REGISTRY
 	log "connecting this Docker host to the cluster: gefyra-async up --detach"
 	"${ga[@]}" up --detach
 	log "on this machine: gefyra-async run asks http://demo-echo/hello (namespace $ns)"
@@ -149,11 +162,31 @@ cmd_demo() {
 	ask
 	log "restarts of the demo pod's container: $restarts_before before the bridge, $($KUBECTL -n "$ns" get pods -l app=demo-echo -o jsonpath="$restarts") after"
 	docker rm -f "$local_app" "$local_app-netns" >/dev/null 2>&1 || true
-	log "the connection stays up; remove it with: $GA_VENV/bin/gefyra-async --kubeconfig $ADMIN_KUBECONFIG down"
+	log "the connection stays up; remove it with: GEFYRA_ASYNC_REGISTRY=$PRODUCT_REGISTRY $GA_VENV/bin/gefyra-async --kubeconfig $ADMIN_KUBECONFIG down"
+}
+
+# restart NAME: stop one daemon and start it again as `up` does (kube-proxy puts its rules
+# first again when it starts: the isolation must hold whatever the order).
+cmd_restart() {
+	require_root
+	local name=$1
+	case $name in
+	kube-proxy) stop_daemon kube-proxy && start_kube_proxy ;;
+	registry) stop_daemon registry && start_registry ;;
+	*) die "platform.sh restart knows kube-proxy and registry, not '$name'" ;;
+	esac
+	if [[ $name == kube-proxy ]]; then
+		# Up again means: its rules are back (cluster DNS answers through a Service).
+		wait_for kube-proxy 60 cluster_dns_ready
+	fi
 }
 
 case ${1:-} in
 up) cmd_up ;;
+restart)
+	[[ $# -eq 2 ]] || die "usage: platform.sh restart NAME"
+	cmd_restart "$2"
+	;;
 down) cmd_down "${2:-}" ;;
 status) cmd_status ;;
 build-image)
@@ -174,6 +207,7 @@ env)
 		"NODE_NAME=$NODE_NAME" "NODE_IP=$(node_ip)" "CLUSTER_DNS=$CLUSTER_DNS" \
 		"POD_CIDR=$POD_CIDR" "SERVICE_CIDR=$SERVICE_CIDR" "TUNNEL_CIDR=$TUNNEL_CIDR" \
 		"BASE_IMAGE=$BASE_IMAGE" "DEMO_IMAGE=$DEMO_IMAGE" "IMAGE_PREFIX=$IMAGE_PREFIX" \
+		"REGISTRY=$REGISTRY" "PRODUCT_REGISTRY=$PRODUCT_REGISTRY" \
 		"GUARD_COMMENT=$GUARD_COMMENT" "LOG_DIR=$GA_LOG" "WIREGUARD_GO=$(wireguard_go_path)"
 	;;
 demo) cmd_demo ;;

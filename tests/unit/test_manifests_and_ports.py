@@ -15,7 +15,7 @@ from gefyra_async.core.settings import Settings
 def test_every_object_carries_the_managed_by_label() -> None:
     s = Settings()
     objects = [
-        *manifests.cluster_side(s, "img:1"),
+        *manifests.cluster_side(s, "1.0"),
         manifests.client(s, "dev", "k" * 43 + "=", "172.30.0.0/24"),
     ]
     for obj in objects:

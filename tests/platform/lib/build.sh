@@ -4,7 +4,7 @@
 DEB_PACKAGES=(
 	docker.io containerd runc containernetworking-plugins etcd-server
 	iptables conntrack wireguard-go wireguard-tools debootstrap openssl gcc libc6-dev
-	busybox-static iproute2 procps util-linux ca-certificates curl
+	busybox-static iproute2 procps util-linux ca-certificates curl docker-registry
 )
 
 install_packages() {

@@ -31,7 +31,7 @@ guard_uplink() {
 
 unguard_uplink() {
 	local rule table
-	for table in mangle filter nat; do
+	for table in raw mangle filter nat; do
 		while rule=$(iptables -t "$table" -S | grep -m1 -- "$GUARD_COMMENT"); do
 			eval "iptables -t $table ${rule/-A/-D}"
 		done
@@ -41,16 +41,48 @@ unguard_uplink() {
 # The platform's Docker host is also the cluster's node, which a developer machine is
 # not: its kube-proxy rules would answer Service addresses for containers directly and
 # its routes would reach pods without any tunnel. Containers on the project's connection
-# networks must reach the cluster only through gefyra-async's tunnel, so a test passes
-# only when the tunnel works: no Service DNAT for them (nat PREROUTING), and nothing of
-# theirs routed onto the pod bridge except the tunnel's own NodePort traffic (DNAT).
+# networks must reach the cluster only through gefyra-async's tunnel transport (packets
+# to the node's own address: the tunnel's NodePort, the API server), so a test passes only
+# when the tunnel works. The rules sit where neither kube-proxy, Docker nor CNI put rules,
+# so no daemon's start or restart can get ahead of them:
+#  - raw PREROUTING: connections from connection networks to the service range are not
+#    tracked, so kube-proxy's DNAT (nat table) never sees them — not even the bridged
+#    frames an app sends to cargo, which br_netfilter would otherwise re-route to a pod;
+#  - mangle FORWARD: nothing of theirs is routed onto the pod bridge except connections
+#    DNATed from a node address (NodePorts), and none whose original target was a Service;
+#  - mangle INPUT: nothing of theirs reaches the host through a Service address.
+isolation_rules() {
+	printf '%s\n' \
+		"raw PREROUTING -s $CONNECTION_CIDR -d $SERVICE_CIDR -j CT --notrack" \
+		"mangle FORWARD -s $CONNECTION_CIDR -o ga-cni0 -m conntrack ! --ctstate DNAT -j DROP" \
+		"mangle FORWARD -s $CONNECTION_CIDR -m conntrack --ctorigdst $SERVICE_CIDR -j DROP" \
+		"mangle INPUT -s $CONNECTION_CIDR -m conntrack --ctorigdst $SERVICE_CIDR -j DROP"
+}
+
 isolate_connection_networks() {
-	iptables -t nat -C PREROUTING -s "$CONNECTION_CIDR" -d "$SERVICE_CIDR" -m comment --comment "$GUARD_COMMENT" -j RETURN 2>/dev/null ||
-		iptables -t nat -I PREROUTING 1 -s "$CONNECTION_CIDR" -d "$SERVICE_CIDR" -m comment --comment "$GUARD_COMMENT" -j RETURN ||
-		die "isolating the connection networks from kube-proxy failed"
-	iptables -C DOCKER-USER -s "$CONNECTION_CIDR" -o ga-cni0 -m conntrack ! --ctstate DNAT -m comment --comment "$GUARD_COMMENT" -j DROP 2>/dev/null ||
-		iptables -I DOCKER-USER 1 -s "$CONNECTION_CIDR" -o ga-cni0 -m conntrack ! --ctstate DNAT -m comment --comment "$GUARD_COMMENT" -j DROP ||
-		die "isolating the connection networks from the pod bridge failed"
+	local table chain spec
+	# Rules of earlier platform versions, which kube-proxy could get ahead of.
+	iptables -t nat -D PREROUTING -s "$CONNECTION_CIDR" -d "$SERVICE_CIDR" -m comment --comment "$GUARD_COMMENT" -j RETURN 2>/dev/null || true
+	iptables -D DOCKER-USER -s "$CONNECTION_CIDR" -o ga-cni0 -m conntrack ! --ctstate DNAT -m comment --comment "$GUARD_COMMENT" -j DROP 2>/dev/null || true
+	while read -r table chain spec; do
+		# shellcheck disable=SC2086
+		iptables -t "$table" -C "$chain" ${spec/ -j / -m comment --comment $GUARD_COMMENT -j } 2>/dev/null ||
+			iptables -t "$table" -I "$chain" 1 ${spec/ -j / -m comment --comment $GUARD_COMMENT -j } ||
+			die "isolating the connection networks failed ($table $chain $spec)"
+	done < <(isolation_rules)
+}
+
+# isolation_missing: prints each isolation rule that is not in place; fails if any is missing.
+isolation_missing() {
+	local table chain spec rc=0
+	while read -r table chain spec; do
+		# shellcheck disable=SC2086
+		if ! iptables -t "$table" -C "$chain" ${spec/ -j / -m comment --comment $GUARD_COMMENT -j } 2>/dev/null; then
+			echo "$table $chain $spec"
+			rc=1
+		fi
+	done < <(isolation_rules)
+	return $rc
 }
 
 docker_ready() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
@@ -63,6 +95,21 @@ start_docker() {
 	[[ -S $DOCKER_SOCK ]] && ! pid_alive dockerd && rm -f "$DOCKER_SOCK"
 	start_daemon dockerd dockerd --host "unix://$DOCKER_SOCK" --pidfile "$GA_RUN/dockerd.self.pid"
 	wait_for dockerd 60 docker_ready
+}
+
+start_registry() {
+	mkdir -p "$GA_STATE/registry"
+	write_if_changed "$GA_STATE/registry.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: $GA_STATE/registry}
+  delete: {enabled: true}
+http:
+  addr: $REGISTRY_ADDR
+EOF
+	start_daemon registry docker-registry serve "$GA_STATE/registry.yml"
+	wait_for registry 30 curl -fsS "http://$REGISTRY_ADDR/v2/"
 }
 
 start_etcd() {

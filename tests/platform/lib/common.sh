@@ -8,7 +8,8 @@ REPO_DIR=$(cd "$PLATFORM_DIR/../.." && pwd)
 K8S_VERSION=${K8S_VERSION:-1.35.8}
 COREDNS_VERSION=1.14.7
 DEBIAN_SUITE=bookworm
-DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# DEBIAN_MIRROR: the machine's own apt source for $DEBIAN_SUITE (debian_mirror below),
+# unless set in the environment.
 
 # Caches survive `down` and live outside the checkout, so a second `up` takes minutes.
 GA_CACHE=${GA_CACHE:-/var/cache/gefyra-async}
@@ -43,7 +44,16 @@ TUNNEL_CIDR=10.250.0.0/16
 # Where gefyra-async puts its connection networks (SUBNET_POOL in adapters/containers.py).
 CONNECTION_CIDR=172.30.0.0/16
 
-# Image names must be fully qualified and never :latest, or kubelet tries to pull.
+# The platform's registry (Debian's docker-registry on loopback): the product images live
+# there, pushed by `gefyra-async images build --push`; Docker and containerd pull from it
+# (plain HTTP, as both allow for a loopback registry).
+REGISTRY_ADDR=127.0.0.1:5000
+REGISTRY=localhost:5000
+PRODUCT_REGISTRY=$REGISTRY/gefyra-async
+# Where the platform keeps its own builds of the product images (local names only).
+BUILD_PREFIX=gefyra-async-build
+# Side-loaded images (the base, CoreDNS, the demo): names must be fully qualified and
+# never :latest, or kubelet tries to pull.
 IMAGE_PREFIX=registry.local/gefyra-async
 PAUSE_IMAGE=registry.k8s.io/pause:3.10
 BASE_IMAGE=$IMAGE_PREFIX/base:$DEBIAN_SUITE-1
@@ -143,6 +153,19 @@ node_ip() {
 	dev=$(ip -4 route show default | awk '{for (i=1;i<NF;i++) if ($i=="dev") print $(i+1); exit}')
 	[[ -n $dev ]] || die "no default route: cannot choose the node IP"
 	ip -4 -o addr show dev "$dev" | awk '{print $4}' | cut -d/ -f1 | head -n1
+}
+
+# The Debian mirror debootstrap uses: $DEBIAN_MIRROR if set, else the first apt source of
+# this machine that serves the suite's main component (one-line .list or deb822 .sources).
+debian_mirror() {
+	if [[ -n ${DEBIAN_MIRROR:-} ]]; then
+		echo "$DEBIAN_MIRROR"
+		return 0
+	fi
+	local found
+	found=$(python3 "$PLATFORM_DIR/tools/apt_mirror.py" "$DEBIAN_SUITE") ||
+		die "no apt source of this machine serves Debian $DEBIAN_SUITE main; set DEBIAN_MIRROR=URL"
+	echo "$found"
 }
 
 uplink_dev() {

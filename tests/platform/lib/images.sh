@@ -9,10 +9,11 @@ ensure_base_image() {
 	docker_has_image "$BASE_IMAGE" && return 0
 	local tarball=$GA_CACHE/rootfs/$DEBIAN_SUITE-$(build_stamp <(echo "$BASE_PACKAGES")).tar
 	if [[ ! -s $tarball ]]; then
-		local dir=$GA_CACHE/rootfs/$DEBIAN_SUITE.tmp t0=$SECONDS
-		log "debootstrap $DEBIAN_SUITE (minbase + $BASE_PACKAGES); log: $GA_LOG/debootstrap.log"
+		local dir=$GA_CACHE/rootfs/$DEBIAN_SUITE.tmp t0=$SECONDS mirror
+		mirror=$(debian_mirror)
+		log "debootstrap $DEBIAN_SUITE from $mirror (minbase + $BASE_PACKAGES); log: $GA_LOG/debootstrap.log"
 		rm -rf "$dir" && mkdir -p "$dir"
-		debootstrap --variant=minbase --include="$BASE_PACKAGES" "$DEBIAN_SUITE" "$dir" "$DEBIAN_MIRROR" \
+		debootstrap --variant=minbase --include="$BASE_PACKAGES" "$DEBIAN_SUITE" "$dir" "$mirror" \
 			>"$GA_LOG/debootstrap.log" 2>&1 || { show_log debootstrap; die "debootstrap failed"; }
 		# Keep the image small: no apt lists, caches or docs.
 		rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/* "$dir"/usr/share/doc/* "$dir"/usr/share/man/*
@@ -94,7 +95,8 @@ ensure_images() {
 # remove_image NAME: drop a project image from the cluster's containerd and from Docker.
 remove_image() {
 	local name=$1
-	[[ $name == "$IMAGE_PREFIX"/* ]] || die "only project images ($IMAGE_PREFIX/...) can be removed"
+	[[ $name == "$IMAGE_PREFIX"/* || $name == "$PRODUCT_REGISTRY"/* ]] ||
+		die "only project images ($IMAGE_PREFIX/... or $PRODUCT_REGISTRY/...) can be removed"
 	if containerd_ready >/dev/null 2>&1; then
 		$CTR images rm "$name" >/dev/null 2>&1 || true
 	fi
@@ -104,63 +106,31 @@ remove_image() {
 	fi
 }
 
-# The runtime dependencies of gefyra_async, installed once per pyproject.toml into a
-# cached folder that every product image copies (the images have python3 but no pip).
-python_deps_dir() {
-	local stamp dir
-	stamp=$(build_stamp "$REPO_DIR/pyproject.toml")
-	dir=$GA_CACHE/image-deps/$stamp
-	if [[ ! -d $dir ]]; then
-		python3 -m pip --version >/dev/null 2>&1 || die "python3 has no pip; it is needed to build the product images"
-		local deps
-		deps=$(python3 -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' \
-			"$REPO_DIR/pyproject.toml") || die "cannot read the dependencies from pyproject.toml"
-		log "installing the product images' Python dependencies into $dir"
-		mapfile -t deps <<<"$deps"
-		python3 -m pip install -q --no-compile --disable-pip-version-check --target "$dir.tmp" "${deps[@]}" \
-			>"$GA_LOG/image-deps.log" 2>&1 || { show_log image-deps; rm -rf "$dir.tmp"; die "pip install of the image dependencies failed"; }
-		mv "$dir.tmp" "$dir"
-	fi
-	echo "$dir"
-}
-
-# build_product_image DIR NAME [load]: an image of gefyra_async (stowaway/, cargo/, ...):
-# the Dockerfile in DIR, the package and its dependencies, wireguard-go (upstream build). Rebuilt only
-# when any of them changed; with "load", also loaded into the cluster.
-build_product_image() {
-	local dir=$1 name=$2 load=${3:-} deps stamp ctx
+# The product images, built and pushed the way a team would: `gefyra-async images build
+# --push` into the platform's registry, on the platform's Debian base with the upstream
+# wireguard-go build. Docker and the cluster then pull them from the registry like from any
+# other: the images go by their registry names only there, never side-loaded.
+ensure_product_images() {
+	local version c ref
 	build_wireguard_go
-	deps=$(python_deps_dir)
-	stamp=$(cd "$REPO_DIR" && find gefyra_async -name '*.py' -print0 | sort -z | xargs -0 cat |
-		cat - "$dir/Dockerfile" "$REPO_DIR/pyproject.toml" "$WIREGUARD_GO" | sha256sum | cut -c1-16)
-	if [[ $(docker image inspect -f '{{index .Config.Labels "gefyra-async.dev/stamp"}}' "$name" 2>/dev/null) != "$stamp" ]]; then
-		ensure_base_image
-		ctx=$(mktemp -d)
-		cp "$dir/Dockerfile" "$ctx/"
-		cp "$WIREGUARD_GO" "$ctx/wireguard-go"
-		cp -a "$deps" "$ctx/site"
-		(cd "$REPO_DIR" && find gefyra_async \( -name '*.py' -o -name py.typed \) -print0 | tar --null -T - -c) |
-			tar -C "$ctx/site" -x
-		local old
-		old=$(docker image inspect -f '{{.Id}}' "$name" 2>/dev/null || true)
-		docker build -q --build-arg "BASE=$BASE_IMAGE" --label "gefyra-async.dev/stamp=$stamp" -t "$name" "$ctx" \
-			>"$GA_LOG/docker-build.log" 2>&1 || { rm -rf "$ctx"; show_log docker-build; die "docker build of $name failed"; }
-		rm -rf "$ctx"
-		[[ -n $old ]] && docker rmi "$old" >/dev/null 2>&1 || true
-		log "built $name"
-	fi
-	[[ $load == load ]] && load_image "$name"
-	return 0
+	python_env
+	version=$(product_version)
+	log "building the product images, pushing them to $PRODUCT_REGISTRY (log: $GA_LOG/images.log)"
+	"$GA_VENV/bin/gefyra-async" images build --push --registry "$PRODUCT_REGISTRY" \
+		--base "$BASE_IMAGE" --wireguard-go "$WIREGUARD_GO" >"$GA_LOG/images.log" 2>&1 ||
+		{ show_log images; die "gefyra-async images build --push failed"; }
+	for c in cargo stowaway carrier; do
+		ref=$PRODUCT_REGISTRY/$c:${version//+/-}
+		# A local name keeps the build (and Docker's build cache) while the registry name
+		# goes, so `up` pulls cargo; the cluster drops its copy, so pods pull this build.
+		docker tag "$ref" "$BUILD_PREFIX/$c:build" && docker rmi "$ref" >/dev/null ||
+			die "untagging $ref failed"
+		if containerd_ready >/dev/null 2>&1; then
+			$CTR images rm "$ref" >/dev/null 2>&1 || true
+		fi
+	done
 }
 
 product_version() {
 	python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$REPO_DIR/pyproject.toml"
-}
-
-ensure_product_images() {
-	local version
-	version=$(product_version)
-	build_product_image "$REPO_DIR/stowaway" "$IMAGE_PREFIX/stowaway:$version" load
-	build_product_image "$REPO_DIR/cargo" "$IMAGE_PREFIX/cargo:$version"
-	build_product_image "$REPO_DIR/carrier" "$IMAGE_PREFIX/carrier:$version" load
 }
