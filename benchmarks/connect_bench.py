@@ -26,6 +26,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,7 @@ os.environ.setdefault("GEFYRA_ASYNC_REGISTRY", ENV["PRODUCT_REGISTRY"])
 GA = [str(Path(sys.executable).parent / "gefyra-async"), "--kubeconfig", ENV["KUBECONFIG"]]
 NS = "gefyra-async-bench"
 PORT = 7000
-RTT_COUNT, SECONDS = 1000, 10
+RTT_COUNT, SECONDS, STREAMS = 1000, 10, 20
 
 
 def sh(cmd: list[str], **kw: Any) -> str:
@@ -101,14 +103,14 @@ def pod_run(name: str, *args: str) -> dict[str, Any]:
         )
 
 
-def local_run(name: str, *args: str) -> dict[str, Any]:
+def local_run(name: str, *args: str, connection: str = "bench") -> dict[str, Any]:
     out = sh(
         [
             *GA,
             "run",
             "--rm",
             "--connection",
-            "bench",
+            connection,
             "--name",
             name,
             "-n",
@@ -162,11 +164,11 @@ def port_forward(pod: str) -> dict[str, dict[str, Any]]:
         while "Forwarding" not in proc.stdout.readline():
             pass
         probe = [sys.executable, str(REPO / "benchmarks/netprobe.py")]
+        run = [*probe, "throughput", "127.0.0.1", str(port), str(SECONDS)]
         return {
             "rtt": last_json(sh([*probe, "rtt", "127.0.0.1", str(port), str(RTT_COUNT)])),
-            "throughput": last_json(
-                sh([*probe, "throughput", "127.0.0.1", str(port), str(SECONDS)])
-            ),
+            "throughput": last_json(sh(run)),
+            "parallel": last_json(sh([*run, str(STREAMS)])),
         }
     finally:
         proc.terminate()
@@ -267,6 +269,20 @@ def netns_runs() -> dict[str, dict[str, dict[str, Any]]]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+@contextmanager
+def udp_blocked() -> Iterator[None]:
+    """Drop UDP from the connection networks to the node, as a firewall in front of private
+    nodes would (the tests' rule; see tests/e2e/test_api_transport.py)."""
+    comment = "gefyra-async-bench-udp-blocked"
+    rule = ["PREROUTING", "-s", "172.30.0.0/16", "-d", ENV["NODE_IP"], "-p", "udp",
+            "-m", "comment", "--comment", comment, "-j", "DROP"]  # fmt: skip
+    sh(["iptables", "-t", "mangle", "-I", *rule])
+    try:
+        yield
+    finally:
+        sh(["iptables", "-t", "mangle", "-D", *rule])
+
+
 def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run the benchmarks as root (they create network namespaces)")
@@ -316,12 +332,37 @@ def main() -> None:
             [*GA, "up", "--detach", "--name", "bench2"]
         )
         sh([*GA, "down", "--name", "bench2"])
+        results["up"]["warm, --transport api"] = timed(
+            [*GA, "up", "--detach", "--name", "bench-api", "--transport", "api"]
+        )
+        with udp_blocked():
+            results["up"]["warm, UDP blocked (auto: 6 s of UDP, then the API)"] = timed(
+                [*GA, "up", "--detach", "--name", "bench-auto"]
+            )
+        sh([*GA, "down", "--name", "bench-auto"])
+
+        def tunnel(connection: str) -> dict[str, Any]:
+            target = [pod_ip, str(PORT)]
+            return {
+                "rtt": local_run(
+                    "bench-rtt", "rtt", *target, str(RTT_COUNT), connection=connection
+                ),
+                "throughput": local_run(
+                    "bench-tp", "throughput", *target, str(SECONDS), connection=connection
+                ),
+                "parallel": local_run(
+                    "bench-tp",
+                    "throughput",
+                    *target,
+                    str(SECONDS),
+                    str(STREAMS),
+                    connection=connection,
+                ),
+            }
 
         paths = results["paths"]
-        paths["local container → pod, through the tunnel (gefyra-async run)"] = {
-            "rtt": local_run("bench-rtt", "rtt", pod_ip, str(PORT), str(RTT_COUNT)),
-            "throughput": local_run("bench-tp", "throughput", pod_ip, str(PORT), str(SECONDS)),
-        }
+        paths["local container → pod, tunnel over UDP (gefyra-async run)"] = tunnel("bench")
+        paths["local container → pod, tunnel through the API server"] = tunnel("bench-api")
         paths["pod → pod in the cluster (the limit)"] = {
             "rtt": pod_run("bench-rtt", "rtt", pod_ip, str(PORT), str(RTT_COUNT)),
             "throughput": pod_run("bench-tp", "throughput", pod_ip, str(PORT), str(SECONDS)),
@@ -369,18 +410,37 @@ def write(results: dict[str, Any]) -> None:
         f"RTT: {RTT_COUNT} sequential round trips of 32 bytes on one TCP connection; "
         f"throughput: one TCP stream for {SECONDS} s. Ratios against pod → pod.",
         "",
-        "| path | RTT p50 ms | RTT p99 ms | throughput Mbit/s | p50 vs limit "
-        "| throughput vs limit |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| path | RTT p50 ms | RTT p99 ms | throughput Mbit/s | {STREAMS} streams Mbit/s "
+        "| p50 vs limit | throughput vs limit |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def mbit(tp: dict[str, Any] | None) -> str:
+        if tp is None:
+            return "-"
+        return f"{tp['mbit_s']}{'' if tp.get('confirmed_by_server', True) else ' *'}"
+
     for label, r in results["paths"].items():
         rtt, tp = r["rtt"], r["throughput"]
         lines.append(
-            f"| {label} | {rtt['p50_ms']} | {rtt['p99_ms']} "
-            f"| {tp['mbit_s']}{'' if tp.get('confirmed_by_server', True) else ' *'} "
+            f"| {label} | {rtt['p50_ms']} | {rtt['p99_ms']} | {mbit(tp)} "
+            f"| {mbit(r.get('parallel'))} "
             f"| {rtt['p50_ms'] / limit['rtt']['p50_ms']:.2f}x "
             f"| {r['throughput']['mbit_s'] / limit['throughput']['mbit_s']:.2f}x |"
         )
+    api = results["paths"].get("local container → pod, tunnel through the API server")
+    forward = results["paths"].get("host → pod via kubectl port-forward")
+    if api and forward and forward.get("parallel"):
+        lines += [
+            "",
+            "API transport vs `kubectl port-forward` on the same path (API server → kubelet → "
+            "pod): one stream "
+            f"{api['throughput']['mbit_s'] / forward['throughput']['mbit_s']:.0%}, "
+            f"{STREAMS} streams "
+            f"{api['parallel']['mbit_s'] / forward['parallel']['mbit_s']:.0%} — the API "
+            "transport carries every connection (and DNS) of the tunnel in one port-forward "
+            f"stream, kubectl opens one stream per connection.",
+        ]
     lines += [
         "",
         "\\* bytes sent until the proxy closed the connection: kubectl port-forward does not "

@@ -3,7 +3,9 @@ project's images, in pods, in local containers and in network namespaces.
 
     netprobe.py serve PORT                 echo lines on PORT, discard bytes on PORT+1
     netprobe.py rtt HOST PORT COUNT        round trips of a 32-byte line; prints JSON
-    netprobe.py throughput HOST PORT SECS  send as fast as possible to PORT+1; prints JSON
+    netprobe.py throughput HOST PORT SECS [STREAMS]
+                                           send as fast as possible to PORT+1 on STREAMS
+                                           connections at once (default 1); prints JSON
     netprobe.py dns SERVER NAME COUNT      UDP A queries; prints JSON latencies
 """
 
@@ -76,7 +78,7 @@ def rtt(host: str, port: int, count: int) -> None:
     print(json.dumps({"kind": "rtt", **summary(samples)}))
 
 
-def throughput(host: str, port: int, seconds: float) -> None:
+def one_stream(host: str, port: int, seconds: float, out: list[tuple[int, bool, float]]) -> None:
     """Bytes the server confirms it read, over the time until it confirmed; where a
     proxy (kubectl port-forward) drops the confirmation, bytes sent until it closed."""
     chunk = b"\0" * (1 << 16)
@@ -88,13 +90,31 @@ def throughput(host: str, port: int, seconds: float) -> None:
         s.shutdown(socket.SHUT_WR)
         answer = s.recv(64)
         elapsed = time.perf_counter() - t0
-    confirmed = int(answer) if answer.strip().isdigit() else sent
+    ok = answer.strip().isdigit()
+    out.append((int(answer) if ok else sent, ok, elapsed))
+
+
+def throughput(host: str, port: int, seconds: float, streams: int = 1) -> None:
+    """The sum over STREAMS parallel connections, over the longest one's time."""
+    results: list[tuple[int, bool, float]] = []
+    threads = [
+        threading.Thread(target=one_stream, args=(host, port, seconds, results))
+        for _ in range(streams)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if len(results) != streams:
+        sys.exit(f"{streams - len(results)} of {streams} streams failed")
+    total = sum(r[0] for r in results)
     print(
         json.dumps(
             {
                 "kind": "throughput",
-                "mbit_s": round(confirmed * 8 / elapsed / 1e6, 1),
-                "confirmed_by_server": bool(answer.strip().isdigit()),
+                "streams": streams,
+                "mbit_s": round(total * 8 / max(r[2] for r in results) / 1e6, 1),
+                "confirmed_by_server": all(r[1] for r in results),
             }
         )
     )
@@ -124,7 +144,7 @@ if __name__ == "__main__":
     elif cmd == "rtt":
         rtt(args[0], int(args[1]), int(args[2]))
     elif cmd == "throughput":
-        throughput(args[0], int(args[1]), float(args[2]))
+        throughput(args[0], int(args[1]), float(args[2]), int(args[3]) if args[3:] else 1)
     elif cmd == "dns":
         dns(args[0], args[1], int(args[2]))
     else:

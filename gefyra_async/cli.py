@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import shlex
 import sys
 import time
@@ -26,6 +27,7 @@ from gefyra_async.api import connection as conn_api
 from gefyra_async.api import images as images_api
 from gefyra_async.api import install as install_api
 from gefyra_async.api import runner as run_api
+from gefyra_async.api import transport as transport_api
 from gefyra_async.api.context import Context, UserError, open_context
 from gefyra_async.core import images as image_names
 from gefyra_async.core import names
@@ -60,6 +62,12 @@ def parser() -> argparse.ArgumentParser:
         "--service-type",
         choices=["NodePort", "LoadBalancer"],
         help="how the cluster exposes the tunnel (default: NodePort)",
+    )
+    up.add_argument(
+        "--transport",
+        choices=["auto", "udp", "api"],
+        help="how the tunnel travels: UDP to the tunnel Service, else through the Kubernetes "
+        "API server (auto, the default); or only one of them",
     )
     up.add_argument(
         "--upgrade",
@@ -186,6 +194,10 @@ def parser() -> argparse.ArgumentParser:
     ub.add_argument("--all", action="store_true", help="remove every bridge (of --connection)")
     ub.add_argument("--connection", help="with --all: only this connection's bridges")
 
+    # The API transport of a detached `up`, started by `up` itself (not listed in help).
+    tr = sub.add_parser("transport")
+    tr.add_argument("--name", required=True)
+
     for name, text in (
         ("status", "the state of connections"),
         ("list", "connections and containers"),
@@ -235,13 +247,58 @@ def _age(iso: str | None) -> str:
     return f"{seconds:.0f}s ago"
 
 
+def _global_args(args: argparse.Namespace) -> list[str]:
+    found = []
+    for flag in ("kubeconfig", "context"):
+        if getattr(args, flag):
+            found += [f"--{flag}", getattr(args, flag)]
+    return found + (["--debug"] if args.debug else [])
+
+
+def _detached_transport(ctx: Context, args: argparse.Namespace) -> conn_api.ApiTransportStarter:
+    """The API transport in a detached process, so it outlives this command (attached or
+    not: Ctrl-C detaches, the connection stays)."""
+
+    async def start(name: str, endpoint: str) -> str:
+        pid = transport_api.spawn_detached(name, _global_args(args), ctx.settings.transport)
+        log_file = transport_api.state_dir() / f"transport-{name}.log"
+        with anyio.move_on_after(ctx.settings.connect_timeout):
+            while True:
+                peer = await transport_api.cargo_peer(ctx, name)
+                if peer and peer.get("endpoint") not in (None, endpoint):
+                    return str(peer["endpoint"])
+                if transport_api.detached_pid(name) != pid and not _alive(pid):
+                    break
+                await anyio.sleep(0.2)
+        transport_api.stop_detached(name)
+        raise UserError(f"the API transport of connection {name} did not start; see {log_file}")
+
+    return start
+
+
+def _alive(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return done == 0
+
+
 async def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
+    started = time.monotonic()
     conn = await conn_api.up(
-        ctx, args.name, endpoint=args.endpoint, upgrade=args.upgrade, progress=_progress
+        ctx,
+        args.name,
+        endpoint=args.endpoint,
+        upgrade=args.upgrade,
+        progress=_progress,
+        api_transport=_detached_transport(ctx, args),
     )
     print(
-        f"connection {conn.name} is up: tunnel address {conn.tunnel_address}, "
-        f"endpoint {conn.endpoint}, Docker network {conn.network}"
+        f"connection {conn.name} is up in {time.monotonic() - started:.1f}s: tunnel address "
+        f"{conn.tunnel_address}, endpoint {conn.endpoint}"
+        + (" through the Kubernetes API server" if conn.transport == "api" else " (UDP)")
+        + f", Docker network {conn.network}"
     )
     if args.detach:
         return 0
@@ -254,7 +311,8 @@ async def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
             apps = await conn_api.apps(ctx, args.name)
             print(
                 f"[{datetime.datetime.now():%H:%M:%S}] {row['name']}: "
-                f"{'connected' if row['connected'] else 'NOT connected'}, "
+                f"{'connected' if row['connected'] else 'NOT connected'} "
+                f"over {row['transport'] or '?'}, "
                 f"last handshake {_age(row['lastHandshake'])}, "
                 f"rx {counters.get('rxBytes', '?')} B tx {counters.get('txBytes', '?')} B, "
                 f"cargo {'running' if row['cargoRunning'] else 'stopped'}, "
@@ -317,6 +375,7 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     for row in rows:
         print(
             f"{row['name']}: {'connected' if row['connected'] else 'not connected'}, "
+            f"transport {row['transport'] or '?'}, "
             f"tunnel {row['tunnelAddress']}, endpoint {row['endpoint']}, "
             f"last handshake {_age(row['lastHandshake'])}"
         )
@@ -466,6 +525,16 @@ async def cmd_images(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_transport(ctx: Context, args: argparse.Namespace) -> int:
+    """The detached API transport of connection NAME (started by `up`)."""
+    conn = await conn_api.get_connection(ctx, args.name)
+    if conn is None:
+        raise UserError(f"connection {args.name} has no running cargo; start it with `up`")
+    await anyio.to_thread.run_sync(transport_api.write_pid, args.name)
+    await transport_api.carry(ctx, args.name, conn.endpoint)
+    return 0
+
+
 # Commands that need neither the cluster nor Docker up front (they open what they need).
 STANDALONE: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] = {
     "install": cmd_install,
@@ -481,6 +550,7 @@ COMMANDS: dict[str, Callable[[Context, argparse.Namespace], Awaitable[int]]] = {
     "list": cmd_status,
     "bridge": cmd_bridge,
     "unbridge": cmd_unbridge,
+    "transport": cmd_transport,
 }
 
 
@@ -498,6 +568,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
         ("port", "tunnel_port", ("install",)),  # bridge's -p/--port is another thing
         ("mtu", "tunnel_mtu", ("install",)),
         ("registry", "registry", ("up", "install", "images")),
+        ("transport", "transport", ("up",)),
     ):
         value = getattr(args, flag, None)
         if value is not None and args.cmd in commands:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import structlog
@@ -30,6 +31,9 @@ from gefyra_async.core.events import ControlLost, TunnelStats
 log = structlog.get_logger(__name__)
 
 INTERFACE = "wg0"
+# The endpoint in use when it is not the configured one (the API transport's relay): kept
+# in cargo's own filesystem, so a restarted tunnel actor or container keeps using it.
+ENDPOINT_OVERRIDE = Path("/var/lib/gefyra-async/endpoint")
 INBOUND_MARK = "0x6761"  # packets that came in through the tunnel (bridged connections)
 REHANDSHAKE_EVERY = 2.0  # seconds: at most one forced handshake per this period
 
@@ -52,7 +56,15 @@ class CargoTunnel:
     def __init__(self, config: TunnelConfig) -> None:
         self.config = config
 
-    async def _set_peer(self, uapi: Uapi) -> None:
+    def endpoint(self) -> str:
+        """The endpoint to use: the override (API transport), else the configured one."""
+        try:
+            override = ENDPOINT_OVERRIDE.read_text().strip()
+        except OSError:
+            override = ""
+        return override or self.config.endpoint
+
+    async def set_peer(self, uapi: Uapi) -> None:
         c = self.config
         await uapi.set(
             private_key=c.private_key,
@@ -61,7 +73,7 @@ class CargoTunnel:
                 PeerConfig(
                     c.server_public_key,
                     list(c.routes),
-                    endpoint=c.endpoint,
+                    endpoint=self.endpoint(),
                     persistent_keepalive=c.keepalive,
                 )
             ],
@@ -73,7 +85,7 @@ class CargoTunnel:
                 event = await lost.receive()
                 reason = event.reason if isinstance(event, ControlLost) else ""
                 log.info("stowaway unreachable; handshaking anew", reason=reason)
-                await self._set_peer(uapi)
+                await self.set_peer(uapi)
                 await anyio.sleep(REHANDSHAKE_EVERY)  # not more often than that
                 with contextlib.suppress(anyio.WouldBlock):
                     while True:  # what came meanwhile is answered by this handshake
@@ -83,7 +95,7 @@ class CargoTunnel:
         c = self.config
         async with anyio.create_task_group() as tg:
             uapi: Uapi = await tg.start(run_wireguard_go, INTERFACE)
-            await self._set_peer(uapi)
+            await self.set_peer(uapi)
             await configure_link(INTERFACE, f"{c.address}/32", mtu=c.mtu)
             await replace_routes(INTERFACE, c.routes)
             # Apps' packets leave with cargo's tunnel address: stowaway knows how to answer it.
@@ -118,7 +130,9 @@ class CargoTunnel:
                     "--clamp-mss-to-pmtu",
                 ],
             )
-            log.info("tunnel configured", address=c.address, endpoint=c.endpoint, routes=c.routes)
+            log.info(
+                "tunnel configured", address=c.address, endpoint=self.endpoint(), routes=c.routes
+            )
             tg.start_soon(self._rehandshake, bus, uapi)
             while True:
                 state = await uapi.get()
@@ -134,3 +148,12 @@ class CargoTunnel:
                         )
                     )
                 await anyio.sleep(c.stats_period)
+
+
+def write_endpoint_override(endpoint: str | None) -> None:
+    """Use ENDPOINT from now on (None: the configured one again), across restarts."""
+    if endpoint is None:
+        ENDPOINT_OVERRIDE.unlink(missing_ok=True)
+    else:
+        ENDPOINT_OVERRIDE.parent.mkdir(parents=True, exist_ok=True)
+        ENDPOINT_OVERRIDE.write_text(endpoint + "\n")

@@ -103,8 +103,15 @@ class StowawayTunnel:
                 f"{self.server_address}/{self.prefixlen}",
                 mtu=self.settings.tunnel_mtu,
             )
-            # Clients' traffic enters the cluster with stowaway's pod address.
-            await ensure_rule("nat", "POSTROUTING", ["!", "-o", INTERFACE, "-j", "MASQUERADE"])
+            # Clients' traffic enters the cluster with stowaway's pod address. Only forwarded
+            # traffic: stowaway's own (the API transport's relay to WireGuard on loopback)
+            # keeps its address, or WireGuard would answer an address the relay never had.
+            await ensure_rule(
+                "nat",
+                "POSTROUTING",
+                ["!", "-o", INTERFACE, "-m", "addrtype", "!", "--src-type", "LOCAL",
+                 "-j", "MASQUERADE"],
+            )  # fmt: skip
             # Clients are isolated from each other: nothing is forwarded from one peer to
             # another, whatever a client routes into its tunnel. Bridged traffic enters from
             # the pod network (eth0), so it is not affected.

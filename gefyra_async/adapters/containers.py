@@ -88,6 +88,15 @@ async def network(docker: aiodocker.Docker, name: str) -> dict[str, Any] | None:
     return data
 
 
+def network_gateway(data: dict[str, Any]) -> str | None:
+    """The network's IPv4 gateway: the Docker host's address on it."""
+    for config in (data.get("IPAM") or {}).get("Config") or []:
+        gateway = config.get("Gateway")
+        if gateway and ":" not in gateway:
+            return str(gateway)
+    return None
+
+
 def network_subnet(data: dict[str, Any]) -> str | None:
     for config in (data.get("IPAM") or {}).get("Config") or []:
         subnet = config.get("Subnet")

@@ -459,3 +459,37 @@ async def ready_node_address(api: ApiClient) -> str | None:
                 if address.type == kind and address.address:
                     return str(address.address)
     return None
+
+
+async def service_node_port(api: ApiClient, namespace: str, name: str, port: str) -> int | None:
+    """The node port Kubernetes gave the Service port named PORT; None if none (yet)."""
+    try:
+        service = await client.CoreV1Api(api).read_namespaced_service(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise KubeRequestError(exc.status or 0, f"reading Service {namespace}/{name}") from exc
+    for entry in service.spec.ports or []:
+        if entry.name == port and entry.node_port:
+            return int(entry.node_port)
+    return None
+
+
+async def ready_pod_with_labels(
+    api: ApiClient, namespace: str, labels: dict[str, str]
+) -> str | None:
+    """The name of a Ready, not terminating pod with LABELS in NAMESPACE."""
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    try:
+        pods = (
+            await client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector)
+        ).items
+    except ApiException as exc:
+        raise KubeRequestError(
+            exc.status or 0, f"listing pods in {namespace}: {exc.reason}"
+        ) from exc
+    for pod in pods:
+        ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        if ready and not pod.metadata.deletion_timestamp:
+            return str(pod.metadata.name)
+    return None

@@ -3,7 +3,10 @@
 Actors: the tunnel (WireGuard client end), the DNS forwarder (cargo's address → cluster
 DNS, only), the Docker event source, the route manager and the container reporter
 (local container addresses → stowaway, for bridges). ``route CONTAINER`` applies a
-container's default route at once and exits 0 when it is in place (used by ``run``).
+container's default route at once and exits 0 when it is in place (used by ``run``);
+``stats`` prints the tunnel's counters; ``endpoint HOST:PORT|default`` moves the tunnel
+to another endpoint (the API transport's relay, or back to UDP); ``probe HOST:PORT`` tells
+whether stowaway's UDP probe port answers from here.
 Configuration comes from the environment the CLI set when it created cargo.
 """
 
@@ -17,16 +20,23 @@ import anyio
 import structlog
 
 from gefyra_async.actors.bus_monitor import BusMonitor
-from gefyra_async.actors.cargo_tunnel import INTERFACE, CargoTunnel, TunnelConfig
+from gefyra_async.actors.cargo_tunnel import (
+    INTERFACE,
+    CargoTunnel,
+    TunnelConfig,
+    write_endpoint_override,
+)
 from gefyra_async.actors.container_reporter import ContainerReporter
 from gefyra_async.actors.dns import DnsForwarderActor
 from gefyra_async.actors.docker_events import DockerEventsActor
 from gefyra_async.actors.route_manager import RouteManager
 from gefyra_async.adapters.containers import docker_client, inspect
 from gefyra_async.adapters.dns import Endpoint
+from gefyra_async.adapters.udp_probe import udp_answers
 from gefyra_async.adapters.wireguard import Uapi
 from gefyra_async.agents import until_terminated
 from gefyra_async.api.connection import network_name
+from gefyra_async.core import transport
 from gefyra_async.core.actor import Actor, Backoff, Supervisor
 from gefyra_async.core.bus import EventBus
 from gefyra_async.core.logging import configure_logging
@@ -42,11 +52,8 @@ def env(name: str) -> str:
     return value
 
 
-async def agent() -> None:
-    settings = Settings.from_env()
-    connection = env("GEFYRA_ASYNC_CONNECTION")
-    cargo_ip = env("CARGO_IP")
-    tunnel = TunnelConfig(
+def tunnel_config(settings: Settings) -> TunnelConfig:
+    return TunnelConfig(
         private_key=env("CARGO_PRIVATE_KEY"),
         address=env("CARGO_ADDRESS"),
         server_public_key=env("CARGO_SERVER_KEY"),
@@ -55,6 +62,13 @@ async def agent() -> None:
         mtu=settings.tunnel_mtu,
         keepalive=settings.keepalive,
     )
+
+
+async def agent() -> None:
+    settings = Settings.from_env()
+    connection = env("GEFYRA_ASYNC_CONNECTION")
+    cargo_ip = env("CARGO_IP")
+    tunnel = tunnel_config(settings)
     bus = EventBus(settings.bus_buffer)
     actors: list[Actor] = [
         CargoTunnel(tunnel),
@@ -117,12 +131,47 @@ async def stats() -> int:
     return 0
 
 
+async def endpoint(value: str) -> int:
+    """Send the tunnel's datagrams to VALUE (host:port) from now on; ``default``: to the
+    endpoint cargo was created with (the tunnel Service, over UDP)."""
+    if value == "default":
+        target, override = env("CARGO_ENDPOINT"), None
+    else:
+        try:
+            target = transport.format_endpoint(*transport.parse_endpoint(value))
+        except transport.EndpointError as exc:
+            print(f"cargo: {exc}", file=sys.stderr)
+            return 2
+        override = target
+    await anyio.to_thread.run_sync(write_endpoint_override, override)
+    # The peer anew: a fresh session, so the next handshake (at once, with the persistent
+    # keepalive) goes the new way and stowaway's WireGuard roams to it.
+    await CargoTunnel(tunnel_config(Settings.from_env())).set_peer(Uapi(INTERFACE))
+    log.info("tunnel endpoint moved", endpoint=target)
+    return 0
+
+
+async def probe(value: str) -> int:
+    """Exit 0 when stowaway answers a UDP probe at VALUE (host:port) from here — cargo's
+    own network position, where the tunnel's datagrams leave — else 1."""
+    try:
+        host, port = transport.parse_endpoint(value)
+    except transport.EndpointError as exc:
+        print(f"cargo: {exc}", file=sys.stderr)
+        return 2
+    return 0 if await udp_answers(host, port) else 1
+
+
 def main() -> None:
     configure_logging(debug=bool(os.environ.get("GEFYRA_ASYNC_DEBUG")))
     if len(sys.argv) == 3 and sys.argv[1] == "route":
         sys.exit(anyio.run(route, sys.argv[2]))
     if len(sys.argv) == 2 and sys.argv[1] == "stats":
         sys.exit(anyio.run(stats))
+    if len(sys.argv) == 3 and sys.argv[1] == "endpoint":
+        sys.exit(anyio.run(endpoint, sys.argv[2]))
+    if len(sys.argv) == 3 and sys.argv[1] == "probe":
+        sys.exit(anyio.run(probe, sys.argv[2]))
     anyio.run(until_terminated, agent)
 
 

@@ -16,6 +16,7 @@ from gefyra_async.actors.bus_monitor import BusMonitor
 from gefyra_async.actors.control import ControlServer
 from gefyra_async.actors.kube_watch import KubeWatchActor
 from gefyra_async.actors.pod_rewriter import PodRewriter
+from gefyra_async.actors.stowaway_transport import StowawayTransports
 from gefyra_async.actors.stowaway_tunnel import StowawayTunnel
 from gefyra_async.actors.watchdog import Watchdog
 from gefyra_async.adapters.kube_objects import (
@@ -78,6 +79,7 @@ async def main() -> None:
         )
         actors: list[Actor] = [
             StowawayTunnel(settings, api, pod_ip),
+            StowawayTransports(max_streams=settings.api_transport_max_streams),
             control,
             PodRewriter(
                 settings,

@@ -13,7 +13,6 @@ connection whose cargo runs adopts it.
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -34,8 +33,9 @@ from gefyra_async.adapters.kube_objects import (
 )
 from gefyra_async.adapters.wgkeys import KeyPair
 from gefyra_async.api import images, install
+from gefyra_async.api import transport as transport_api
 from gefyra_async.api.context import Context, UserError
-from gefyra_async.core import manifests, names
+from gefyra_async.core import manifests, names, transport
 from gefyra_async.core.conditions import condition
 
 log = structlog.get_logger(__name__)
@@ -65,6 +65,7 @@ class Connection:
     cluster_dns: str
     namespace: str  # the kube context's namespace, default for `run`
     cargo_image: str  # also the image of the apps' network holders
+    transport: str = ""  # "udp" or "api" as `up` chose it; empty when adopted
 
 
 def validate_name(name: str) -> None:
@@ -135,6 +136,16 @@ async def _adopt(ctx: Context, name: str) -> Connection | None:
     )
 
 
+# Starts the API transport of connection NAME for tunnel ENDPOINT and returns the relay's
+# address once cargo uses it (transport.carry in a task group, or a detached process).
+ApiTransportStarter = Callable[[str, str], Awaitable[str]]
+
+
+async def get_connection(ctx: Context, name: str) -> Connection | None:
+    """Connection NAME as its running cargo describes it; None when it has none."""
+    return await _adopt(ctx, name)
+
+
 async def up(
     ctx: Context,
     name: str = "default",
@@ -143,10 +154,23 @@ async def up(
     handshake_within: float | None = None,
     upgrade: bool = False,
     progress: images.Progress | None = None,
+    api_transport: ApiTransportStarter | None = None,
 ) -> Connection:
     """Connect this Docker host to the cluster as connection NAME (idempotent). UPGRADE:
-    replace a cluster side of another version; PROGRESS: told of long steps (pulls)."""
+    replace a cluster side of another version; PROGRESS: told of long steps (pulls).
+
+    The tunnel goes over UDP when a handshake completes within ``udp_handshake_timeout``
+    (settings.transport ``auto``), else — or with transport ``api`` — through the API
+    server, started by API_TRANSPORT (see api/transport.py)."""
     validate_name(name)
+    choice = ctx.settings.transport
+    if choice not in ("auto", "udp", "api"):
+        raise UserError(f"transport {choice!r} is not one of auto, udp, api")
+    if endpoint is not None:
+        try:
+            transport.parse_endpoint(endpoint)
+        except transport.EndpointError as exc:
+            raise UserError(f"--endpoint: {exc}") from exc
     adopted = await _adopt(ctx, name)
     clients = Clients(ctx.api, ctx.settings)
     if adopted is not None and await clients.get(name) is not None:
@@ -246,6 +270,31 @@ async def up(
             raise UserError(str(exc)) from None
         undo.push_async_callback(docker.remove_container, ctx.docker, cargo_name(name))
 
+        carried = "udp"
+        if choice == "api" and api_transport is None:
+            raise UserError(
+                "the API transport needs a process that keeps running: use `gefyra-async up`, "
+                "or pass api_transport"
+            )
+        # Without a way to run the API transport, auto means UDP only (and its usual wait).
+        if choice == "api" or (
+            choice == "auto"
+            and api_transport is not None
+            and not await transport_api.wait_handshake(
+                ctx, name, after=0, within=ctx.settings.udp_handshake_timeout
+            )
+        ):
+            assert api_transport is not None
+            if choice == "auto" and progress is not None:
+                progress(
+                    f"no WireGuard handshake over UDP with {endpoint} within "
+                    f"{ctx.settings.udp_handshake_timeout:.0f}s: the tunnel goes through the "
+                    "Kubernetes API server (UDP is tried again every "
+                    f"{ctx.settings.udp_retry_period:.0f}s)"
+                )
+            await api_transport(name, endpoint)
+            carried = "api"
+
         async def connected() -> dict[str, Any] | None:
             obj = await clients.get(name)
             cond = condition(obj or {}, "Connected")
@@ -253,13 +302,24 @@ async def up(
 
         handshake_within = handshake_within or ctx.settings.connect_timeout
         if await _poll(connected, handshake_within) is None:
+            hint = (
+                "check that the API server lets you port-forward to stowaway's pod"
+                if carried == "api"
+                else f"check that UDP reaches {endpoint} (set it with --endpoint), or use "
+                "--transport api"
+            )
             raise UserError(
                 f"the tunnel of connection {name} did not come up: stowaway saw no handshake "
-                f"from cargo within {handshake_within:.0f}s; check that UDP reaches {endpoint} "
-                "(set it with --endpoint)"
+                f"from cargo within {handshake_within:.0f}s; {hint}"
             )
         undo.pop_all()
-    log.info("connected", connection=name, address=status["tunnelAddress"], endpoint=endpoint)
+    log.info(
+        "connected",
+        connection=name,
+        address=status["tunnelAddress"],
+        endpoint=endpoint,
+        transport=carried,
+    )
     return Connection(
         name=name,
         network=network_name(name),
@@ -271,6 +331,7 @@ async def up(
         cluster_dns=status.get("clusterDNS") or "",
         namespace=ctx.namespace,
         cargo_image=cargo_image,
+        transport=carried,
     )
 
 
@@ -285,6 +346,11 @@ async def list_connections(ctx: Context) -> list[dict[str, Any]]:
         name = cargo.labels.get(names.CONNECTION, "")
         status = (clients.get(name) or {}).get("status") or {}
         connected = condition(clients.get(name) or {}, "Connected")
+        peer = await transport_api.cargo_peer(ctx, name) if cargo.running else None
+        configured = cargo.labels.get("gefyra-async.dev/endpoint")
+        carried = None
+        if peer is not None:
+            carried = "udp" if peer.get("endpoint") in (None, configured) else "api"
         found.append(
             {
                 "name": name,
@@ -295,6 +361,8 @@ async def list_connections(ctx: Context) -> list[dict[str, Any]]:
                 "endpoint": cargo.labels.get("gefyra-async.dev/endpoint"),
                 "connected": (connected or {}).get("status") == "True",
                 "lastHandshake": status.get("lastHandshake"),
+                "transport": carried,
+                "transportProcess": transport_api.detached_pid(name),
             }
         )
     return found
@@ -311,6 +379,8 @@ async def down(ctx: Context, name: str = "default", *, everything: bool = False)
         cargos = await docker.with_label(ctx.docker, f"{names.ROLE}=cargo", running_only=False)
         targets = sorted({c.labels.get(names.CONNECTION, "") for c in cargos} | {name})
     for target in targets:
+        if transport_api.stop_detached(target):
+            removed.append(f"transport-process/{target}")
         if await namespace_exists(ctx.api, ctx.settings.namespace):
             # Bridges first: the pods' original apps serve again before anything goes.
             mine = [
@@ -361,19 +431,10 @@ async def connected(
 
 async def traffic(ctx: Context, name: str) -> dict[str, int] | None:
     """Bytes through connection NAME's tunnel so far (cargo's WireGuard counters)."""
-    try:
-        code, output = await docker.exec_in(
-            ctx.docker, cargo_name(name), ["python3", "-m", "gefyra_async.agents.cargo", "stats"]
-        )
-    except docker.ContainerError:
+    peer = await transport_api.cargo_peer(ctx, name)
+    if peer is None:
         return None
-    if code != 0:
-        return None
-    peers = json.loads(output.strip().splitlines()[-1])
-    return {
-        "rxBytes": sum(int(p["rxBytes"]) for p in peers),
-        "txBytes": sum(int(p["txBytes"]) for p in peers),
-    }
+    return {"rxBytes": int(peer["rxBytes"]), "txBytes": int(peer["txBytes"])}
 
 
 async def apps(ctx: Context, name: str) -> list[str]:

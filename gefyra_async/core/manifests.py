@@ -380,6 +380,13 @@ def stowaway_deployment(settings: Settings, version: str) -> Obj:
                                     "containerPort": names.CONTROL_PORT,
                                     "protocol": "TCP",
                                 },
+                                {
+                                    "name": "probe",
+                                    "containerPort": names.PROBE_PORT,
+                                    "protocol": "UDP",
+                                },
+                                # The API transport's relay listens on the pod's loopback
+                                # only (a port-forward dials localhost in the pod).
                             ],
                             # WireGuard needs a TUN device and NET_ADMIN.
                             "securityContext": {"privileged": True},
@@ -423,7 +430,15 @@ def tunnel_service(settings: Settings, annotations: Mapping[str, str] | None = N
                         if settings.tunnel_service_type == "NodePort"
                         else {}
                     ),
-                }
+                },
+                # Clients probe UDP here while their tunnel runs through the API server
+                # (the node port is Kubernetes' choice; clients read it from here).
+                {
+                    "name": "probe",
+                    "protocol": "UDP",
+                    "port": names.PROBE_PORT,
+                    "targetPort": names.PROBE_PORT,
+                },
             ],
         },
     }

@@ -144,6 +144,29 @@ class Settings:
     keepalive: int = field(
         default=15, metadata=_doc("WireGuard persistent keepalive of clients, seconds")
     )
+    transport: str = field(
+        default="auto",
+        metadata=_doc(
+            "how the tunnel's datagrams travel: auto (UDP, else through the API server), "
+            "udp, or api (a port-forward to stowaway through the Kubernetes API server)"
+        ),
+    )
+    udp_handshake_timeout: float = field(
+        default=6.0,
+        metadata=_doc(
+            "seconds `up` waits for a WireGuard handshake over UDP, once cargo's device is up, "
+            "before it takes the API transport (with --transport auto); WireGuard sends a "
+            "lost first handshake again after 5 s"
+        ),
+    )
+    udp_retry_period: float = field(
+        default=20.0,
+        metadata=_doc("seconds between UDP probes while the API transport carries the tunnel"),
+    )
+    api_transport_max_streams: int = field(
+        default=512,
+        metadata=_doc("API-transport streams stowaway relays at once (one per client)"),
+    )
     handshake_stale_after: float = field(
         default=180.0,
         metadata=_doc("a tunnel whose last handshake is older (seconds) counts as down"),

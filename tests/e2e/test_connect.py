@@ -88,6 +88,19 @@ print("RESULT", answer.read().decode())
 """
 
 
+async def post_through_tunnel(
+    docker: aiodocker.Docker, app: str, cargo: str, url: str, size: int
+) -> None:
+    """POST SIZE bytes from local container APP to URL; the server got them all, and cargo's
+    WireGuard device sent at least as many (the tunnel carried them, nothing else did)."""
+    sent_before = await tunnel_bytes(docker, cargo, "txBytes")
+    out = await exec_output(docker, app, ["python3", "-c", POST_ONCE, url, str(size)])
+    answer = json.loads(out.split("RESULT", 1)[1])
+    assert answer["body_bytes"] == size, answer
+    carried = (await tunnel_bytes(docker, cargo, "txBytes")) - sent_before
+    assert carried >= size, f"the tunnel carried {carried} B of the {size} B sent"
+
+
 async def exec_output(docker: aiodocker.Docker, name: str, command: list[str]) -> str:
     container = await docker.containers.get(name)
     run = await container.exec(command)
@@ -153,15 +166,7 @@ async def test_run_reaches_cluster_services_by_dns_and_survives_restart(
 
         # 10 MB to a Service by its DNS name: cargo's WireGuard device carried all of it,
         # so nothing reached the cluster beside the tunnel.
-        size = 10_000_000
-        sent_before = await tunnel_bytes(docker, conn.cargo, "txBytes")
-        out = await exec_output(
-            docker, app, ["python3", "-c", POST_ONCE, "http://demo/", str(size)]
-        )
-        answer = json.loads(out.split("RESULT", 1)[1])
-        assert answer["body_bytes"] == size, answer
-        carried = (await tunnel_bytes(docker, conn.cargo, "txBytes")) - sent_before
-        assert carried >= size, f"the tunnel carried {carried} B of the {size} B sent"
+        await post_through_tunnel(docker, app, conn.cargo, "http://demo/", 10_000_000)
 
         # The resolver is cargo's forwarder, over UDP: ask it directly from the app.
         container = await docker.containers.get(app)
@@ -325,8 +330,8 @@ async def test_run_bad_inputs_leave_nothing_and_env_from_copies_the_workload_env
 
         base = ["run", "--name", name, "-n", namespace, "--command", "true"]
         assert_one_clear_error(
-            cli(*kube, *base, "--image", f"{platform.image_prefix}/does-not-exist:1"),
-            "is not available to Docker",
+            cli(*kube, *base, "--image", f"{platform.registry}/does-not-exist:1"),
+            f"the image {platform.registry}/does-not-exist:1 is not in the registry",
         )
         await nothing_named(name)
         assert_one_clear_error(
