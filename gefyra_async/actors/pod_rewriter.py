@@ -275,9 +275,12 @@ class PodRewriter:
 
         # Carriers: config for every pod with bridges, exit for those without.
         wanted = sorted({k for p in active for k in p.pods} | set(self.control.carriers))
-        # A suspended bridge (its laptop went silent) keeps its carriers, idle and without
-        # redirects, so that it resumes at once and adds no new container to the pod.
-        suspended = {k for p in plans if p.reason == "ClientGone" for k in p.pods}
+        # A suspended bridge (its laptop went silent, or its local container is away — being
+        # re-run, say) keeps its carriers, idle and without redirects, so that it resumes at
+        # once and adds no new container to the pod.
+        suspended = {
+            k for p in plans if p.reason in ("ClientGone", "LocalContainerNotFound") for k in p.pods
+        }
         for key in wanted:
             routes, refused_here = pod_routes(active, key, self.pod_ip)
             refused.update(refused_here)

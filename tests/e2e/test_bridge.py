@@ -291,8 +291,11 @@ async def test_global_bridge_of_http_and_tcp_follows_the_local_container_and_unb
 
         await poll(carrier_exited, within=30, what="carrier exited after unbridge")
         # carrier came from the registry the product was pointed at, like every product image.
-        carriers = (await core.read_namespaced_pod(original, namespace)).spec.ephemeral_containers
-        assert [c.image.rsplit("/", 1)[0] for c in carriers] == [platform.registry]
+        final = await core.read_namespaced_pod(original, namespace)
+        carriers = final.spec.ephemeral_containers
+        assert [c.image.rsplit("/", 1)[0] for c in carriers] == [platform.registry], [
+            (s.name, s.state.to_dict()) for s in final.status.ephemeral_container_statuses
+        ]
         report(f"bridge() → every pod bridged: {took:.2f}s")
     finally:
         await down(ctx, conn.name)
