@@ -286,14 +286,21 @@ def _alive(pid: int) -> bool:
 
 async def cmd_up(ctx: Context, args: argparse.Namespace) -> int:
     started = time.monotonic()
-    conn = await conn_api.up(
-        ctx,
-        args.name,
-        endpoint=args.endpoint,
-        upgrade=args.upgrade,
-        progress=_progress,
-        api_transport=_detached_transport(ctx, args),
-    )
+    running_before = transport_api.detached_pid(args.name)
+    try:
+        conn = await conn_api.up(
+            ctx,
+            args.name,
+            endpoint=args.endpoint,
+            upgrade=args.upgrade,
+            progress=_progress,
+            api_transport=_detached_transport(ctx, args),
+        )
+    except BaseException:
+        # `up` removed what it made; the transport process it may have started goes too.
+        if transport_api.detached_pid(args.name) not in (None, running_before):
+            transport_api.stop_detached(args.name)
+        raise
     print(
         f"connection {conn.name} is up in {time.monotonic() - started:.1f}s: tunnel address "
         f"{conn.tunnel_address}, endpoint {conn.endpoint}"

@@ -144,9 +144,15 @@ async def endpoint(value: str) -> int:
             return 2
         override = target
     await anyio.to_thread.run_sync(write_endpoint_override, override)
+    uapi = Uapi(INTERFACE)
+    if not await anyio.to_thread.run_sync(uapi.exists):
+        # The tunnel is still starting: it reads the endpoint from the file when it sets
+        # its peer, so nothing more to do now.
+        log.info("tunnel endpoint set for its start", endpoint=target)
+        return 0
     # The peer anew: a fresh session, so the next handshake (at once, with the persistent
     # keepalive) goes the new way and stowaway's WireGuard roams to it.
-    await CargoTunnel(tunnel_config(Settings.from_env())).set_peer(Uapi(INTERFACE))
+    await CargoTunnel(tunnel_config(Settings.from_env())).set_peer(uapi)
     log.info("tunnel endpoint moved", endpoint=target)
     return 0
 

@@ -272,7 +272,15 @@ async def test_global_bridge_of_http_and_tcp_follows_the_local_container_and_unb
             address = ((b or {}).get("status") or {}).get("destination", {}).get("address")
             return b if address and address != old_address else None
 
-        await poll(repointed, within=30, what="bridge re-pointed to the new address")
+        try:
+            await poll(repointed, within=30, what="bridge re-pointed to the new address")
+        except AssertionError as exc:  # say what cargo and stowaway saw
+            b = await Bridges(ctx.api, ctx.settings).get(obj["metadata"]["name"])
+            cargo = await docker.containers.get(cargo_name(conn.name))
+            logs = "".join(await cargo.log(stdout=True, stderr=True, tail=25))
+            raise AssertionError(
+                f"{exc}; bridge status {(b or {}).get('status')}; cargo: {logs}"
+            ) from exc
         assert await served_by(ctx, namespace, [{}], 5) == {local}
         await remove(ctx, spacer)
 

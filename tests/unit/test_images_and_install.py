@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 import tarfile
 from io import BytesIO
 from pathlib import Path
@@ -155,3 +158,36 @@ def test_the_platform_takes_its_debian_mirror_from_the_apt_sources() -> None:
     assert list(m._deb822(deb822)) == [  # type: ignore[attr-defined]
         ("http://a.example/debian", ["bookworm", "bookworm-updates"], ["main"])
     ]
+
+
+def test_the_wheel_ships_the_dockerfiles_and_images_build_finds_them(tmp_path: Path) -> None:
+    """What a user gets from `pip install gefyra-async`: the Dockerfiles are inside the
+    package, and the installed code reads them from there (no checkout needed)."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+         "-w", str(tmp_path / "wheel"), str(REPO)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    [wheel] = (tmp_path / "wheel").glob("gefyra_async-*.whl")
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+         str(wheel)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    code = (
+        "import gefyra_async, sys\n"
+        "from gefyra_async.adapters import image_context\n"
+        "assert gefyra_async.__file__.startswith(sys.argv[1]), gefyra_async.__file__\n"
+        "for c in ('cargo', 'stowaway', 'carrier'):\n"
+        "    print(c, len(image_context.dockerfile(c)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(site)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sizes = dict(line.split() for line in done.stdout.splitlines())
+    assert set(sizes) == {"cargo", "stowaway", "carrier"}
+    assert all(int(n) > 200 for n in sizes.values()), sizes
