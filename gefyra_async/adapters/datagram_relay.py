@@ -13,6 +13,7 @@ and the TCP connections inside the tunnel recover from loss as they would on the
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -30,6 +31,73 @@ DEFAULT_MAX_STREAMS = 16
 RECEIVE_CHUNK = 256 * 1024
 # What a broken TCP connection raises in anyio; any of them ends that connection's relay.
 _STREAM_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+# Datagrams waiting on a UDP socket are framed into one write of at most this many bytes:
+# one stream write (one WebSocket message through the API server) per burst, not per packet.
+BATCH_BYTES = 256 * 1024
+UDP_BUFFER = 4 * 1024 * 1024  # socket buffers: a burst of WireGuard packets fits
+
+
+class _Udp:
+    """A non-blocking UDP socket read in batches: one wakeup takes every datagram waiting
+    (anyio's UDP sockets hand them out one by one and drop beyond 100 queued)."""
+
+    def __init__(self, host: str, port: int, *, connect: bool = False) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self.sock.setblocking(False)
+            for option, forced in (
+                (socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", None)),
+                (socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", None)),
+            ):
+                try:  # beyond net.core.[rw]mem_max where allowed (root, as WireGuard does)
+                    self.sock.setsockopt(socket.SOL_SOCKET, forced or option, UDP_BUFFER)
+                except (OSError, TypeError):
+                    self.sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER)
+            if connect:
+                self.sock.connect((host, port))
+            else:
+                self.sock.bind((host, port))
+        except OSError:
+            self.sock.close()
+            raise
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    async def receive_batch(
+        self, max_bytes: int = BATCH_BYTES
+    ) -> list[tuple[bytes, tuple[str, int]]]:
+        while True:
+            batch: list[tuple[bytes, tuple[str, int]]] = []
+            size = 0
+            while size < max_bytes:
+                try:
+                    data, sender = self.sock.recvfrom(65536)
+                except BlockingIOError:
+                    break
+                except ConnectionRefusedError:  # an ICMP error of an earlier send
+                    continue
+                batch.append((data, (str(sender[0]), int(sender[1]))))
+                size += len(data)
+            if batch:
+                return batch
+            await anyio.wait_readable(self.sock)
+
+    def send_nowait(self, data: bytes, to: tuple[str, int] | None = None) -> bool:
+        """Send at once; False when the socket buffer is full (dropped, as on a wire)."""
+        try:
+            if to is None:
+                self.sock.send(data)
+            else:
+                self.sock.sendto(data, to)
+        except (BlockingIOError, ConnectionRefusedError):
+            return False
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 @dataclass
@@ -40,6 +108,7 @@ class RelayStats:
     from_stream: int = 0  # frames sent on as datagrams
     dropped_no_peer: int = 0  # frames that arrived before any local datagram named a peer
     dropped_oversized: int = 0  # datagrams longer than the frame limit
+    dropped_full: int = 0  # frames not sent on: the UDP socket's buffer was full
     streams_active: int = 0
     streams_total: int = 0  # streams accepted and relayed
     streams_refused: int = 0  # streams closed at once: ``max_streams`` were active
@@ -65,21 +134,26 @@ async def udp_to_stream(
     """
     stats = stats if stats is not None else RelayStats()
     host, port = listen
-    async with await anyio.create_udp_socket(local_host=host, local_port=port) as udp:
-        bound = int(udp.extra(SocketAttribute.local_port))
+    udp = _Udp(host, port)
+    try:
+        bound = udp.port
         peer: tuple[str, int] | None = None  # where the last local datagram came from
 
         async def datagrams_to_frames() -> None:
             nonlocal peer
-            async for datagram, sender in udp:
-                if len(datagram) > max_frame:
-                    stats.dropped_oversized += 1
-                    continue
-                if sender != peer:
-                    log.debug("udp relay peer", peer=f"{sender[0]}:{sender[1]}", port=bound)
-                    peer = sender
-                await stream.send(framing.encode(datagram))
-                stats.to_stream += 1
+            while True:
+                frames = []
+                for datagram, sender in await udp.receive_batch():
+                    if len(datagram) > max_frame:
+                        stats.dropped_oversized += 1
+                        continue
+                    if sender != peer:
+                        log.debug("udp relay peer", peer=f"{sender[0]}:{sender[1]}", port=bound)
+                        peer = sender
+                    frames.append(framing.encode(datagram))
+                if frames:
+                    await stream.send(b"".join(frames))
+                    stats.to_stream += len(frames)
 
         async def frames_to_datagrams() -> None:
             decoder = framing.FrameDecoder(max_size=max_frame)
@@ -93,13 +167,17 @@ async def udp_to_stream(
                     if peer is None:
                         stats.dropped_no_peer += 1
                         continue
-                    await udp.sendto(datagram, *peer)
-                    stats.from_stream += 1
+                    if udp.send_nowait(datagram, peer):
+                        stats.from_stream += 1
+                    else:
+                        stats.dropped_full += 1
 
         log.info("udp relay listening", listen=f"{host}:{bound}", max_frame=max_frame)
         task_status.started(bound)
         await _until_first_ends(datagrams_to_frames, frames_to_datagrams)
         log.info("udp relay stream ended", listen=f"{host}:{bound}")
+    finally:
+        udp.close()
 
 
 async def serve_stream_relay(
@@ -171,7 +249,8 @@ async def _relay_stream(
     stats: RelayStats,
 ) -> None:
     """Relay one accepted stream to a fresh connected UDP socket until either side ends."""
-    async with await anyio.create_connected_udp_socket(host, port) as udp:
+    udp = _Udp(host, port, connect=True)
+    try:
 
         async def frames_to_datagrams() -> None:
             decoder = framing.FrameDecoder(max_size=max_frame)
@@ -181,21 +260,30 @@ async def _relay_stream(
                 except (anyio.EndOfStream, *_STREAM_ERRORS):
                     return
                 for datagram in decoder.feed(data):
-                    await udp.send(datagram)
-                    stats.from_stream += 1
+                    if udp.send_nowait(datagram):
+                        stats.from_stream += 1
+                    else:
+                        stats.dropped_full += 1
 
         async def datagrams_to_frames() -> None:
-            async for datagram in udp:
-                if len(datagram) > max_frame:
-                    stats.dropped_oversized += 1
+            while True:
+                frames = []
+                for datagram, _ in await udp.receive_batch():
+                    if len(datagram) > max_frame:
+                        stats.dropped_oversized += 1
+                        continue
+                    frames.append(framing.encode(datagram))
+                if not frames:
                     continue
                 try:
-                    await tcp.send(framing.encode(datagram))
+                    await tcp.send(b"".join(frames))
                 except _STREAM_ERRORS:
                     return
-                stats.to_stream += 1
+                stats.to_stream += len(frames)
 
         await _until_first_ends(frames_to_datagrams, datagrams_to_frames)
+    finally:
+        udp.close()
 
 
 async def _until_first_ends(*pumps: Callable[[], Awaitable[None]]) -> None:
