@@ -49,8 +49,11 @@ MAX_MESSAGE = 4 * 1024 * 1024
 SEND_CHUNK = 256 * 1024
 _DATA_PREFIX = bytes([DATA_CHANNEL])
 _NETWORK_ERRORS = (aiohttp.ClientError, OSError)
-# Close codes of an orderly end: 1000, or a close frame without a code (aiohttp: 0).
-_CLEAN_CLOSE = (None, 0, aiohttp.WSCloseCode.OK)
+# Close codes of an orderly end: 1000, or a close frame without a code (aiohttp: 0), or
+# no close frame at all (1006): the API server's upgrade proxy passes bytes through and
+# can end the TCP connection right after the kubelet closed its side, before the close
+# frame (seen on a loaded machine). A lost connection shows as a network error instead.
+_CLEAN_CLOSE = (None, 0, aiohttp.WSCloseCode.OK, aiohttp.WSCloseCode.ABNORMAL_CLOSURE)
 
 
 class PortForwardError(RuntimeError):
