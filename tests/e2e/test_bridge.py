@@ -209,6 +209,15 @@ async def pod_state(
     return sorted(found)
 
 
+async def docker_inspect_or_none(docker: aiodocker.Docker, name: str) -> Any:
+    try:
+        return await docker.containers.get(name)
+    except aiodocker.DockerError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
 async def local_app(ctx: Context, conn: Any, platform: Platform, name: str) -> str:
     await run(ctx, conn, RunSpec(image=platform.demo_image, name=name, env={"SERVED_BY": name}))
     return name
@@ -263,6 +272,11 @@ async def test_global_bridge_of_http_and_tcp_follows_the_local_container_and_unb
         # The local container is re-run with a new address: the bridge follows by itself.
         old_address = obj["status"]["destination"]["address"]
         await remove(ctx, local)
+
+        async def holder_gone() -> bool | None:  # cargo removes it, and frees the address
+            return None if await docker_inspect_or_none(docker, f"{local}-netns") else True
+
+        await poll(holder_gone, within=30, what="the removed app's holder gone")
         spacer = await local_app(ctx, conn, platform, unique_name("spacer"))  # takes the old one
         rerun = await local_app(ctx, conn, platform, local)
         assert rerun == local
