@@ -14,6 +14,8 @@ import aiodocker
 import pytest
 from kubernetes_asyncio import client, config
 
+from gefyra_async.api import open_context
+from gefyra_async.api.context import Context
 from tests.e2e.platform import ImageLoader, Platform, PlatformError, poll, unique_name
 
 TEST_LABEL = "gefyra-async.dev/e2e-test"
@@ -51,6 +53,13 @@ def platform() -> Platform:
         pytest.fail(str(exc), pytrace=False)
     os.environ["GEFYRA_ASYNC_REGISTRY"] = found.registry
     return found
+
+
+@pytest.fixture
+async def ctx(platform: Platform) -> AsyncIterator[Context]:
+    """The product's API context, pointed at the platform's cluster and Docker engine."""
+    async with open_context(str(platform.kubeconfig)) as context:
+        yield context
 
 
 @pytest.fixture(scope="session")

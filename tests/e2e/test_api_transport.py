@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,7 +19,6 @@ import anyio
 import pytest
 from kubernetes_asyncio import client
 
-from gefyra_async.api import open_context
 from gefyra_async.api import transport as transport_api
 from gefyra_async.api.bridges import BridgeRequest, bridge, header_rule
 from gefyra_async.api.connection import get_connection
@@ -75,12 +74,6 @@ async def status_of(platform: Platform, name: str) -> dict[str, Any]:
     assert code == 0, err
     rows = {r["name"]: r for r in json.loads(out)}
     return rows.get(name) or {}
-
-
-@pytest.fixture
-async def ctx(platform: Platform) -> AsyncIterator[Context]:
-    async with open_context(str(platform.kubeconfig)) as context:
-        yield context
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping the tunnel's UDP needs root")

@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiodocker
@@ -22,7 +22,6 @@ from kubernetes_asyncio import client
 
 from gefyra_async.adapters.containers import exec_in
 from gefyra_async.adapters.kube_objects import Bridges, Clients, exec_in_pod
-from gefyra_async.api import open_context
 from gefyra_async.api.bridges import BridgeRequest, bridge, header_rule, path_rule, unbridge
 from gefyra_async.api.connection import cargo_name, down, up
 from gefyra_async.api.context import Context, UserError
@@ -58,12 +57,6 @@ s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
 s.sendall(b"hello over tcp\\n")
 print(s.makefile().readline().strip())
 """
-
-
-@pytest.fixture
-async def ctx(platform: Platform) -> AsyncIterator[Context]:
-    async with open_context(str(platform.kubeconfig)) as context:
-        yield context
 
 
 def echo_deployment(name: str, image: str, replicas: int = 1, **pod: Any) -> Any:

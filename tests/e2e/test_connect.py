@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ import pytest
 from kubernetes_asyncio import client
 
 from gefyra_async.adapters.kube_objects import objects_with_label
-from gefyra_async.api import open_context
 from gefyra_async.api.connection import down, up
 from gefyra_async.api.context import Context
 from gefyra_async.api.runner import RunSpec, run
@@ -44,12 +43,6 @@ while True:
             print(json.dumps({"url": url, "error": repr(e)}), flush=True)
     time.sleep(0.3)
 """
-
-
-@pytest.fixture
-async def ctx(platform: Platform) -> AsyncIterator[Context]:
-    async with open_context(str(platform.kubeconfig)) as context:
-        yield context
 
 
 async def demo_service(core: client.CoreV1Api, namespace: str, platform: Platform) -> Any:
