@@ -397,6 +397,22 @@ def main() -> None:
     write(results)
 
 
+def cpu_per_gb(tp: dict[str, Any] | None) -> float | None:
+    """Machine-wide CPU seconds spent per gigabyte carried (netprobe's busy fraction)."""
+    if not tp or not tp.get("cpu_busy") or not tp.get("mbit_s"):
+        return None
+    return float(tp["cpu_busy"] * tp["cores"] * 8000 / tp["mbit_s"])
+
+
+def _cpu_per_gb(tp: dict[str, Any] | None) -> str:
+    cost = cpu_per_gb(tp)
+    return "-" if cost is None else f"{cost:.2f}"
+
+
+def _busy(tp: dict[str, Any] | None) -> str:
+    return "-" if not tp or "cpu_busy" not in tp else f"{tp['cpu_busy']:.0%}"
+
+
 def write(results: dict[str, Any]) -> None:
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -411,8 +427,8 @@ def write(results: dict[str, Any]) -> None:
         f"throughput: one TCP stream for {SECONDS} s. Ratios against pod → pod.",
         "",
         f"| path | RTT p50 ms | RTT p99 ms | throughput Mbit/s | {STREAMS} streams Mbit/s "
-        "| p50 vs limit | throughput vs limit |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| p50 vs limit | throughput vs limit | CPU busy | CPU s per GB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def mbit(tp: dict[str, Any] | None) -> str:
@@ -426,7 +442,8 @@ def write(results: dict[str, Any]) -> None:
             f"| {label} | {rtt['p50_ms']} | {rtt['p99_ms']} | {mbit(tp)} "
             f"| {mbit(r.get('parallel'))} "
             f"| {rtt['p50_ms'] / limit['rtt']['p50_ms']:.2f}x "
-            f"| {r['throughput']['mbit_s'] / limit['throughput']['mbit_s']:.2f}x |"
+            f"| {r['throughput']['mbit_s'] / limit['throughput']['mbit_s']:.2f}x "
+            f"| {_busy(tp)} | {_cpu_per_gb(tp)} |"
         )
     api = results["paths"].get("local container → pod, tunnel through the API server")
     forward = results["paths"].get("host → pod via kubectl port-forward")
@@ -441,6 +458,18 @@ def write(results: dict[str, Any]) -> None:
             "transport carries every connection (and DNS) of the tunnel in one port-forward "
             f"stream, kubectl opens one stream per connection.",
         ]
+        api_cost, forward_cost = cpu_per_gb(api["throughput"]), cpu_per_gb(forward["throughput"])
+        if api_cost and forward_cost:
+            ceiling = api["throughput"]["mbit_s"] / api["throughput"]["cpu_busy"]
+            lines += [
+                "",
+                f"Per byte, the API transport costs the machine {api_cost / forward_cost:.1f}x "
+                "the CPU of `kubectl port-forward` (two WireGuard ends and two relays on top "
+                "of the same API server → kubelet → runtime path, all on these "
+                f"{api['throughput']['cores']} cores): with every core busy it could carry at "
+                f"most about {ceiling:.0f} Mbit/s, "
+                f"{ceiling / forward['throughput']['mbit_s']:.0%} of what kubectl carried.",
+            ]
     lines += [
         "",
         "\\* bytes sent until the proxy closed the connection: kubectl port-forward does not "

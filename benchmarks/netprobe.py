@@ -12,6 +12,7 @@ project's images, in pods, in local containers and in network namespaces.
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import statistics
@@ -94,9 +95,21 @@ def one_stream(host: str, port: int, seconds: float, out: list[tuple[int, bool, 
     out.append((int(answer) if ok else sent, ok, elapsed))
 
 
+def cpu_times() -> tuple[int, int]:
+    """The whole machine's (busy, total) CPU time in ticks, from /proc/stat: the same in a
+    container or pod as on the host, so every process on a path is counted, wherever it
+    runs (a tunnel's costs are spread over several)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(x) for x in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def throughput(host: str, port: int, seconds: float, streams: int = 1) -> None:
-    """The sum over STREAMS parallel connections, over the longest one's time."""
+    """The sum over STREAMS parallel connections, over the longest one's time, and how
+    busy the machine's CPUs were meanwhile."""
     results: list[tuple[int, bool, float]] = []
+    busy0, total0 = cpu_times()
     threads = [
         threading.Thread(target=one_stream, args=(host, port, seconds, results))
         for _ in range(streams)
@@ -105,9 +118,11 @@ def throughput(host: str, port: int, seconds: float, streams: int = 1) -> None:
         t.start()
     for t in threads:
         t.join()
+    busy1, total1 = cpu_times()
     if len(results) != streams:
         sys.exit(f"{streams - len(results)} of {streams} streams failed")
     total = sum(r[0] for r in results)
+    cores = os.cpu_count() or 1
     print(
         json.dumps(
             {
@@ -115,6 +130,8 @@ def throughput(host: str, port: int, seconds: float, streams: int = 1) -> None:
                 "streams": streams,
                 "mbit_s": round(total * 8 / max(r[2] for r in results) / 1e6, 1),
                 "confirmed_by_server": all(r[1] for r in results),
+                "cpu_busy": round((busy1 - busy0) / max(1, total1 - total0), 3),
+                "cores": cores,
             }
         )
     )

@@ -13,7 +13,6 @@ and the TCP connections inside the tunnel recover from loss as they would on the
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ import anyio.abc
 import structlog
 from anyio.abc import SocketAttribute
 
+from gefyra_async.adapters.udp_batch import BatchUdp
 from gefyra_async.core import framing
 
 log = structlog.get_logger(__name__)
@@ -35,69 +35,6 @@ _STREAM_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 # one stream write (one WebSocket message through the API server) per burst, not per packet.
 BATCH_BYTES = 256 * 1024
 UDP_BUFFER = 4 * 1024 * 1024  # socket buffers: a burst of WireGuard packets fits
-
-
-class _Udp:
-    """A non-blocking UDP socket read in batches: one wakeup takes every datagram waiting
-    (anyio's UDP sockets hand them out one by one and drop beyond 100 queued)."""
-
-    def __init__(self, host: str, port: int, *, connect: bool = False) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            self.sock.setblocking(False)
-            for option, forced in (
-                (socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", None)),
-                (socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", None)),
-            ):
-                try:  # beyond net.core.[rw]mem_max where allowed (root, as WireGuard does)
-                    self.sock.setsockopt(socket.SOL_SOCKET, forced or option, UDP_BUFFER)
-                except (OSError, TypeError):
-                    self.sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER)
-            if connect:
-                self.sock.connect((host, port))
-            else:
-                self.sock.bind((host, port))
-        except OSError:
-            self.sock.close()
-            raise
-
-    @property
-    def port(self) -> int:
-        return int(self.sock.getsockname()[1])
-
-    async def receive_batch(
-        self, max_bytes: int = BATCH_BYTES
-    ) -> list[tuple[bytes, tuple[str, int]]]:
-        while True:
-            batch: list[tuple[bytes, tuple[str, int]]] = []
-            size = 0
-            while size < max_bytes:
-                try:
-                    data, sender = self.sock.recvfrom(65536)
-                except BlockingIOError:
-                    break
-                except ConnectionRefusedError:  # an ICMP error of an earlier send
-                    continue
-                batch.append((data, (str(sender[0]), int(sender[1]))))
-                size += len(data)
-            if batch:
-                return batch
-            await anyio.wait_readable(self.sock)
-
-    def send_nowait(self, data: bytes, to: tuple[str, int] | None = None) -> bool:
-        """Send at once; False when the socket buffer is full (dropped, as on a wire)."""
-        try:
-            if to is None:
-                self.sock.send(data)
-            else:
-                self.sock.sendto(data, to)
-        except (BlockingIOError, ConnectionRefusedError):
-            return False
-        return True
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @dataclass
@@ -134,7 +71,7 @@ async def udp_to_stream(
     """
     stats = stats if stats is not None else RelayStats()
     host, port = listen
-    udp = _Udp(host, port)
+    udp = BatchUdp(host, port, buffer=UDP_BUFFER)
     try:
         bound = udp.port
         peer: tuple[str, int] | None = None  # where the last local datagram came from
@@ -143,7 +80,7 @@ async def udp_to_stream(
             nonlocal peer
             while True:
                 frames = []
-                for datagram, sender in await udp.receive_batch():
+                for datagram, sender in await udp.receive_batch(BATCH_BYTES):
                     if len(datagram) > max_frame:
                         stats.dropped_oversized += 1
                         continue
@@ -163,14 +100,15 @@ async def udp_to_stream(
                 except anyio.EndOfStream:
                     _check_finished(decoder)
                     return
-                for datagram in decoder.feed(data):
-                    if peer is None:
-                        stats.dropped_no_peer += 1
-                        continue
-                    if udp.send_nowait(datagram, peer):
-                        stats.from_stream += 1
-                    else:
-                        stats.dropped_full += 1
+                datagrams = decoder.feed(data)
+                if not datagrams:
+                    continue
+                if peer is None:
+                    stats.dropped_no_peer += len(datagrams)
+                    continue
+                dropped = udp.send_nowait(datagrams, peer)
+                stats.from_stream += len(datagrams) - dropped
+                stats.dropped_full += dropped
 
         log.info("udp relay listening", listen=f"{host}:{bound}", max_frame=max_frame)
         task_status.started(bound)
@@ -249,7 +187,7 @@ async def _relay_stream(
     stats: RelayStats,
 ) -> None:
     """Relay one accepted stream to a fresh connected UDP socket until either side ends."""
-    udp = _Udp(host, port, connect=True)
+    udp = BatchUdp(host, port, connect=True, buffer=UDP_BUFFER)
     try:
 
         async def frames_to_datagrams() -> None:
@@ -259,16 +197,15 @@ async def _relay_stream(
                     data = await tcp.receive(RECEIVE_CHUNK)
                 except (anyio.EndOfStream, *_STREAM_ERRORS):
                     return
-                for datagram in decoder.feed(data):
-                    if udp.send_nowait(datagram):
-                        stats.from_stream += 1
-                    else:
-                        stats.dropped_full += 1
+                datagrams = decoder.feed(data)
+                dropped = udp.send_nowait(datagrams)
+                stats.from_stream += len(datagrams) - dropped
+                stats.dropped_full += dropped
 
         async def datagrams_to_frames() -> None:
             while True:
                 frames = []
-                for datagram, _ in await udp.receive_batch():
+                for datagram, _ in await udp.receive_batch(BATCH_BYTES):
                     if len(datagram) > max_frame:
                         stats.dropped_oversized += 1
                         continue
