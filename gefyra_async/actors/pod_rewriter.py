@@ -13,8 +13,10 @@ the pod watch), the carriers and cargos connected to the control server. Each pa
   Kubernetes Events, and removes the finalizer of a deleted bridge once no carrier
   still applies it.
 
-A pass runs on every pod, bridge, client or control event (bursts coalesce) and at
-least every few seconds; everything it does is idempotent.
+Pods, Bridges and Clients are read from the watches' stores (``core/store``), never from
+events: a pass runs on every hint about them or a control event (bursts coalesce) and at
+least every few seconds, and sees the whole current state whichever hints it missed.
+Everything it does is idempotent.
 """
 
 from __future__ import annotations
@@ -47,10 +49,11 @@ from gefyra_async.core.bridges import (
     pod_scheduled,
     selector_matches,
 )
-from gefyra_async.core.bus import EventBus
+from gefyra_async.core.bus import EventBus, next_burst
 from gefyra_async.core.conditions import set_condition
-from gefyra_async.core.events import KubeObjectEvent, PeerChanged, Resync
+from gefyra_async.core.events import Event, ObjectChanged, PeerChanged, Resync, StoreSynced
 from gefyra_async.core.settings import Settings
+from gefyra_async.core.store import Key, StoreView
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +88,9 @@ class PodRewriter:
         control_address: str,
         carrier_image: str,
         secret: str,
+        pods: StoreView,
+        bridges: StoreView,
+        clients: StoreView,
     ) -> None:
         self.settings = settings
         self.api = api
@@ -96,9 +102,7 @@ class PodRewriter:
         self.bridges_api = Bridges(api, settings)
         low, _, high = settings.bridge_port_range.partition("-")
         self.port_range = (int(low), int(high))
-        self.pods: dict[str, dict[str, Any]] = {}
-        self.bridges: dict[str, dict[str, Any]] = {}
-        self.clients: dict[str, dict[str, Any]] = {}
+        self.pods, self.bridges, self.clients = pods, bridges, clients
         self.ready_since: dict[str, float] = {}  # pod key → monotonic time it turned Ready
         self.bridge_seen: dict[str, float] = {}  # bridge uid → monotonic time first seen
         self.client_seen: dict[str, float] = {}  # client uid → monotonic time first seen
@@ -111,41 +115,51 @@ class PodRewriter:
         self.destinations: dict[str, str | None] = {}
         self.problems: dict[str, str] = {}
 
-    # ---- events → caches ----
+    # ---- hints ----
 
-    def _take(self, event: object) -> None:
-        if not isinstance(event, KubeObjectEvent):
-            return
-        if event.resource == "pods":
-            key = f"{event.namespace}/{event.name}"
-            if event.type == "DELETED":
-                self.pods.pop(key, None)
-                self.ready_since.pop(key, None)
-                return
-            pod = dict(event.obj)
-            if pod_ready(pod):
-                self.ready_since.setdefault(key, event.at)
-            else:
-                self.ready_since.pop(key, None)
-            self.pods[key] = pod
-        elif event.resource in (names.BRIDGE_PLURAL, names.CLIENT_PLURAL):
-            store = self.bridges if event.resource == names.BRIDGE_PLURAL else self.clients
-            if event.type == "DELETED":
-                store.pop(event.name, None)
-            else:
-                store[event.name] = dict(event.obj)
+    def _about_us(self, event: Event) -> bool:
+        if isinstance(event, ObjectChanged | StoreSynced):
+            return event.resource in (
+                self.pods.resource,
+                self.bridges.resource,
+                self.clients.resource,
+            )
+        return True
+
+    def _take(self, event: Event) -> None:
+        if isinstance(event, ObjectChanged) and event.resource == self.pods.resource:
+            self._note_ready(f"{event.namespace}/{event.name}")
+
+    def _note_ready(self, key: str) -> None:
+        """When POD turned Ready, as its Ready version reached the store (the Ready →
+        bridged delay is measured from it)."""
+        pod = self._pod(key)
+        if pod is None or not pod_ready(pod):
+            self.ready_since.pop(key, None)
+        elif key not in self.ready_since:
+            self.ready_since[key] = self.pods.updated_at(Key.parse(key)) or time.monotonic()
+
+    def _pod(self, key: str) -> dict[str, Any] | None:
+        return self.pods.get(Key.parse(key))
+
+    def _bridge(self, name: str) -> dict[str, Any] | None:
+        return self.bridges.get(Key(self.settings.namespace, name))
+
+    def _synced(self) -> bool:
+        # Before every store took its first list, a pass would see no bridges or no pods,
+        # and send carriers away that still serve.
+        return self.pods.synced and self.bridges.synced and self.clients.synced
 
     async def run(self, bus: EventBus) -> None:
-        async with bus.subscribe(KubeObjectEvent, PeerChanged, Resync, name=self.name) as events:
+        subscription = bus.subscribe(
+            ObjectChanged, StoreSynced, PeerChanged, Resync, name=self.name, where=self._about_us
+        )
+        async with subscription as events:
             while True:
-                with anyio.move_on_after(PASS_PERIOD):
-                    self._take(await events.receive())
-                    await anyio.sleep(0.02)  # take a burst as one nudge
-                    while True:
-                        try:
-                            self._take(events.receive_nowait())
-                        except anyio.WouldBlock:
-                            break
+                for event in await next_burst(events, wait=PASS_PERIOD, settle=0.02):
+                    self._take(event)
+                if not self._synced():
+                    continue
                 try:
                     await self.reconcile()
                 except Exception as exc:  # one bad pass must not stop the next
@@ -181,7 +195,7 @@ class PodRewriter:
             self.deleting_since.setdefault(b.uid, time.monotonic())
             plan.reason, plan.problem = "Deleting", "being removed"
             return plan
-        client = self.clients.get(b.client)
+        client = self.clients.get(Key(self.settings.namespace, b.client))
         address = ((client or {}).get("status") or {}).get("tunnelAddress")
         if not address:
             plan.reason = "ClientNotConnected"
@@ -223,7 +237,7 @@ class PodRewriter:
         if b.kind == "Pod":
             selected = (
                 [f"{b.namespace}/{b.workload}"]
-                if f"{b.namespace}/{b.workload}" in self.pods
+                if self.pods.get(Key(b.namespace, b.workload)) is not None
                 else []
             )
             if not selected:
@@ -236,13 +250,13 @@ class PodRewriter:
                 return plan
             selector = (wl.get("spec") or {}).get("selector")
             selected = [
-                key
-                for key, pod in self.pods.items()
-                if pod["metadata"].get("namespace") == b.namespace
-                and selector_matches(selector, pod["metadata"].get("labels") or {})
+                f"{b.namespace}/{pod['metadata']['name']}"
+                for pod in self.pods.objects(b.namespace)
+                if selector_matches(selector, pod["metadata"].get("labels") or {})
             ]
         for key in selected:
-            if container_ports(self.pods[key].get("spec") or {}, b.container) is None:
+            self._note_ready(key)  # also for pods whose hint was dropped
+            if container_ports((self._pod(key) or {}).get("spec") or {}, b.container) is None:
                 plan.reason = "ContainerNotFound"
                 plan.problem = f"pod {key} has no container {b.container}"
         # Carrier joins a pod as soon as it is bound to a node — the kubelet starts it beside
@@ -250,17 +264,19 @@ class PodRewriter:
         # starts sending it traffic); a bridged pod stays bridged while it is briefly not
         # Ready, and while it terminates.
         plan.pods = sorted(
-            k for k in selected if pod_scheduled(self.pods[k]) or k in self.control.carriers
+            k for k in selected if pod_scheduled(self._pod(k) or {}) or k in self.control.carriers
         )
         return plan
 
     async def reconcile(self) -> None:
-        plans = [p for obj in list(self.bridges.values()) if (p := await self._plan(obj))]
+        bridges = self.bridges.objects(self.settings.namespace)
+        plans = [p for obj in bridges if (p := await self._plan(obj))]
         kept = {
             p.bridge.name: {
                 int(k): int(v)
                 for k, v in (
-                    (self.bridges[p.bridge.name].get("status") or {}).get("upstreamPorts") or {}
+                    ((self._bridge(p.bridge.name) or {}).get("status") or {}).get("upstreamPorts")
+                    or {}
                 ).items()
             }
             for p in plans
@@ -296,13 +312,40 @@ class PodRewriter:
         for p in plans:
             await self._report(p, refused.get(p.bridge.name))
         await self._finalize(plans)
+        self._prune(bridges)
+
+    def _prune(self, bridges: list[dict[str, Any]]) -> None:
+        """Forget what belongs to objects that are gone, so no memory grows with churn."""
+        names_ = {str(b["metadata"]["name"]) for b in bridges}
+        uids = {str(b["metadata"].get("uid")) for b in bridges}
+        clients = {
+            str(c["metadata"].get("uid")) for c in self.clients.objects(self.settings.namespace)
+        }
+        now = time.monotonic()
+        for cache, keep in (
+            (self.bridge_seen, uids),
+            (self.deleting_since, uids),
+            (self.client_seen, clients),
+            (self.reported, names_),
+            (self.problems, names_),
+            (self.destinations, names_),
+        ):
+            for key in set(cache) - keep:
+                del cache[key]
+        for pair in [pair for pair in self.marks if pair[0] not in names_]:
+            del self.marks[pair]
+        for pod in [k for k in (*self.ready_since, *self.adding) if self._pod(k) is None]:
+            self.ready_since.pop(pod, None)
+            self.adding.pop(pod, None)
+        for wl in [k for k, (at, _) in self.workloads.items() if now - at > WORKLOAD_CACHE_SECONDS]:
+            del self.workloads[wl]
 
     async def _ensure_carrier(self, key: str, routes: list[dict[str, Any]]) -> None:
         if key in self.control.carriers and not self.control.carriers[key].exiting:
             await self.control.push(key, routes)
             self.adding.pop(key, None)
             return
-        pod = self.pods.get(key)
+        pod = self._pod(key)
         if pod is None:
             return
         state = carrier_state(pod)
@@ -393,7 +436,7 @@ class PodRewriter:
             log.info("bridge DNAT rewritten", rules=len(rules))
 
     def _pod_ip(self, key: str) -> str | None:
-        ip: str | None = ((self.pods.get(key) or {}).get("status") or {}).get("podIP")
+        ip: str | None = ((self._pod(key) or {}).get("status") or {}).get("podIP")
         return ip
 
     async def _report(self, p: BridgePlan, refused: str | None) -> None:
@@ -450,7 +493,7 @@ class PodRewriter:
             waiting = [k for k in p.pods if not any(e["pod"] == k and e["bridged"] for e in pods)]
             details = []
             for k in waiting:
-                state = carrier_state(self.pods.get(k, {}))
+                state = carrier_state(self._pod(k) or {})
                 if state.waiting_reason:
                     details.append(f"{k}: carrier {state.waiting_reason}")
             reason = "Bridging"
@@ -472,7 +515,7 @@ class PodRewriter:
                 f"local container {b.local_container} is now at {p.destination}",
             )
         self.destinations[b.name] = p.destination
-        old = self.bridges.get(b.name, {}).get("status") or {}
+        old = (self._bridge(b.name) or {}).get("status") or {}
         status: dict[str, Any] = {
             "targetText": b.target_text,
             "destination": {"container": b.local_container, "address": p.destination},
@@ -494,7 +537,7 @@ class PodRewriter:
         if self.problems.get(name) == message:
             return
         self.problems[name] = message
-        old = self.bridges.get(name, {}).get("status") or {}
+        old = (self._bridge(name) or {}).get("status") or {}
         conditions = set_condition(old.get("conditions"), "Ready", False, "Invalid", message)
         await self.bridges_api.patch_status(name, {"problem": message, "conditions": conditions})
 
@@ -515,7 +558,7 @@ class PodRewriter:
                 log.warning(
                     "finalizing bridge carriers did not confirm", bridge=b.name, pods=holders
                 )
-            obj = self.bridges.get(b.name, {})
+            obj = self._bridge(b.name) or {}
             finalizers = [
                 f
                 for f in obj.get("metadata", {}).get("finalizers") or []

@@ -4,7 +4,8 @@ Desired state is the set of Client objects; observed state is the WireGuard devi
 Each pass adds missing peers and removes stale ones through the UAPI — live, without
 restarting the device, so other clients never notice — and writes each client's
 status (tunnel address, server key, routes, cluster DNS, conditions, last handshake).
-A pass runs on every Client event and at least every ``status_period`` seconds.
+A pass reads the Clients from the watch's store; it runs on every hint about a Client (a
+burst makes one pass) and at least every ``status_period`` seconds.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from gefyra_async.adapters.netlink import configure_link, replace_routes
 from gefyra_async.adapters.wgkeys import KeyPair
 from gefyra_async.adapters.wireguard import PeerConfig, Uapi, run_wireguard_go
 from gefyra_async.core import names
-from gefyra_async.core.bus import EventBus
+from gefyra_async.core.bus import EventBus, next_burst
 from gefyra_async.core.clients import Plan, plan_clients
 from gefyra_async.core.conditions import set_condition
-from gefyra_async.core.events import KubeObjectEvent
+from gefyra_async.core.events import Event, ObjectChanged, StoreSynced
 from gefyra_async.core.settings import Settings
+from gefyra_async.core.store import StoreView
 
 log = structlog.get_logger(__name__)
 
@@ -65,9 +67,12 @@ def _iso(ts: float | None) -> str | None:
 class StowawayTunnel:
     name = "stowaway-tunnel"
 
-    def __init__(self, settings: Settings, api: Any, pod_ip: str | None) -> None:
+    def __init__(
+        self, settings: Settings, api: Any, pod_ip: str | None, *, clients: StoreView
+    ) -> None:
         self.settings = settings
         self.api = api
+        self.store = clients
         self.pod_ip = pod_ip
         self.clients = Clients(api, settings)
         network = ipaddress.ip_network(settings.tunnel_cidr)
@@ -89,7 +94,9 @@ class StowawayTunnel:
         ranges = await cluster_ranges(self.api, self.pod_ip)
         dns = cluster_dns_from_resolv_conf()
         async with (
-            bus.subscribe(KubeObjectEvent, name=self.name) as events,
+            bus.subscribe(
+                ObjectChanged, StoreSynced, name=self.name, where=self._about_clients
+            ) as events,
             anyio.create_task_group() as tg,
         ):
             uapi: Uapi = await tg.start(run_wireguard_go, INTERFACE)
@@ -128,23 +135,19 @@ class StowawayTunnel:
             )
             try:
                 while True:
-                    await self.reconcile(uapi, keys, ranges, dns)
-                    with anyio.move_on_after(self.status_period):
-                        await events.receive()
-                        # Take a burst of events as one nudge.
-                        await anyio.sleep(0.05)
-                        while True:
-                            try:
-                                events.receive_nowait()
-                            except anyio.WouldBlock:
-                                break
+                    if self.store.synced:  # before the first list, no client is known
+                        await self.reconcile(uapi, keys, ranges, dns)
+                    await next_burst(events, wait=self.status_period, settle=0.05)
             finally:
                 mark_ready(False)
+
+    def _about_clients(self, event: Event) -> bool:
+        return getattr(event, "resource", None) == self.store.resource
 
     async def reconcile(
         self, uapi: Uapi, keys: KeyPair, ranges: list[str], dns: str | None
     ) -> Plan:
-        objects = await self.clients.list()
+        objects = self.store.objects(self.settings.namespace)
         plan = plan_clients(objects, self.settings.tunnel_cidr, self.server_address)
         desired = plan.peers()
         state = await uapi.get()

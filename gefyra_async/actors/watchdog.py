@@ -23,8 +23,8 @@ from gefyra_async.actors.control import ControlServer, silence
 from gefyra_async.adapters.kube_objects import Clients, record_event
 from gefyra_async.core import names
 from gefyra_async.core.bus import EventBus
-from gefyra_async.core.events import KubeObjectEvent
 from gefyra_async.core.settings import Settings
+from gefyra_async.core.store import StoreView
 
 log = structlog.get_logger(__name__)
 
@@ -33,22 +33,20 @@ class Watchdog:
     name = "watchdog"
 
     def __init__(
-        self, settings: Settings, api: Any, control: ControlServer, period: float = 5.0
+        self,
+        settings: Settings,
+        api: Any,
+        control: ControlServer,
+        *,
+        clients: StoreView,
+        period: float = 5.0,
     ) -> None:
         self.settings = settings
         self.api = api
         self.control = control
         self.period = period
-        self.clients: dict[str, dict[str, Any]] = {}
+        self.clients = clients
         self.first_seen: dict[str, float] = {}  # client uid → monotonic
-
-    def _take(self, event: object) -> None:
-        if not isinstance(event, KubeObjectEvent) or event.resource != names.CLIENT_PLURAL:
-            return
-        if event.type == "DELETED":
-            self.clients.pop(event.name, None)
-        else:
-            self.clients[event.name] = dict(event.obj)
 
     def silent_for(self, obj: dict[str, Any], now: float) -> float:
         """Seconds since anything was heard of client OBJ (or since it was first seen)."""
@@ -60,7 +58,12 @@ class Watchdog:
         """Delete every client silent for longer than the limit; returns their names."""
         now, reaped = time.monotonic(), []
         limit = self.settings.client_reap_after
-        for name, obj in list(self.clients.items()):
+        objects = self.clients.objects(self.settings.namespace)
+        present = {str(obj["metadata"].get("uid")) for obj in objects}
+        for uid in set(self.first_seen) - present:
+            del self.first_seen[uid]
+        for obj in objects:
+            name = str(obj["metadata"]["name"])
             if obj["metadata"].get("deletionTimestamp") or self.silent_for(obj, now) <= limit:
                 continue
             message = (
@@ -82,14 +85,12 @@ class Watchdog:
                 warning=True,
             )
             await Clients(self.api, self.settings).delete(name)
-            self.clients.pop(name, None)
             reaped.append(name)
         return reaped
 
     async def run(self, bus: EventBus) -> None:
-        async with bus.subscribe(KubeObjectEvent, name=self.name) as events:
-            while True:
-                with anyio.move_on_after(self.period):
-                    while True:
-                        self._take(await events.receive())
+        # Silence is a matter of time, not of events: a periodic look at the store.
+        while True:
+            await anyio.sleep(self.period)
+            if self.clients.synced:
                 await self.check()

@@ -1,9 +1,12 @@
-"""Kubernetes watches done right: list, then watch from the list's resourceVersion,
-re-watch from the newest version seen, and re-list when the server says 410 Gone.
+"""Kubernetes watches done right (kopf's ``_cogs/clients/watching.py``, client-go's
+reflector): list into a store, watch from the list's resourceVersion, resume from the
+newest version seen, re-list when the server says 410 Gone, and give up on a connection
+that went silent.
 
-Objects that vanished while nobody watched are reported as DELETED after a re-list, so
-a consumer's view converges whatever was missed. Every object goes onto the bus as a
-``KubeObjectEvent`` (plain dicts, never client models).
+The store (``core/store``) is the truth the reconcilers read; it outlives a failed watch
+(the actor is restarted with the same store, and resumes from its version), and a re-list
+after a gap detects what was deleted meanwhile. The bus gets keyed hints only:
+``ObjectChanged`` per change, one ``StoreSynced`` per full list.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from kubernetes_asyncio import watch
 from kubernetes_asyncio.client import ApiClient, ApiException
 
 from gefyra_async.core.bus import EventBus
-from gefyra_async.core.events import KubeObjectEvent
+from gefyra_async.core.events import ObjectChanged, StoreSynced
+from gefyra_async.core.store import Key, Store
 
 log = structlog.get_logger(__name__)
 
@@ -27,59 +31,72 @@ class Gone(Exception):  # noqa: N818 - named after the HTTP status it stands for
     """The resourceVersion is too old (HTTP 410): list again."""
 
 
+class WatchSilent(Exception):  # noqa: N818 - a condition, like Gone
+    """No event (not even a bookmark or the server's end of the call) within the
+    inactivity limit: the connection is presumed dead."""
+
+
 ListFn = Callable[[], Awaitable[tuple[list[dict[str, Any]], str]]]
 WatchFn = Callable[[str], AsyncIterator[tuple[str, dict[str, Any]]]]
 
 
-def _key(obj: dict[str, Any]) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return meta.get("namespace") or "", meta.get("name") or ""
-
-
 async def watch_loop(
-    list_fn: ListFn, watch_fn: WatchFn, *, resource: str, bus: EventBus, relist_delay: float = 1.0
+    list_fn: ListFn,
+    watch_fn: WatchFn,
+    *,
+    store: Store,
+    bus: EventBus,
+    inactivity: float,
+    relist_delay: float = 1.0,
 ) -> None:
-    """Run until cancelled, publishing every change of RESOURCE."""
-    known: dict[tuple[str, str], dict[str, Any]] = {}
+    """Keep STORE equal to the server's view of its resource until cancelled, and hint
+    every change on BUS. A failure other than 410 Gone is raised (the supervisor restarts
+    the actor with the same store, which resumes from its version)."""
+    resource = store.resource
 
-    def publish(type_: str, obj: dict[str, Any], relisted: bool = False) -> None:
-        ns, name = _key(obj)
+    def hint(key: Key, deleted: bool) -> None:
         bus.publish(
-            KubeObjectEvent(
-                resource=resource,
-                namespace=ns,
-                name=name,
-                type=type_,
-                resource_version=str((obj.get("metadata") or {}).get("resourceVersion", "")),
-                obj=obj,
-                relisted=relisted,
+            ObjectChanged(
+                resource=resource, namespace=key.namespace, name=key.name, deleted=deleted
             )
         )
 
-    version: str | None = None
     while True:
-        if version is None:
+        if store.version is None:
             items, version = await list_fn()
-            listed = {_key(o): o for o in items}
-            for obj in listed.values():
-                publish("ADDED", obj, relisted=True)
-            for key in sorted(set(known) - set(listed)):
-                publish("DELETED", known[key], relisted=True)
-            known = listed
+            changed = store.replace(items, version)
+            log.debug("store listed", resource=resource, objects=len(store), changed=len(changed))
+            bus.publish(StoreSynced(resource=resource, changed=len(changed)))
         try:
-            async for type_, obj in watch_fn(version):
-                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-                if type_ == "BOOKMARK":
-                    continue
-                if type_ == "DELETED":
-                    known.pop(_key(obj), None)
-                else:
-                    known[_key(obj)] = obj
-                publish(type_, obj)
+            async for type_, obj in _each_within(watch_fn(store.version or ""), inactivity):
+                key = store.apply(type_, obj)
+                if key is not None:
+                    hint(key, type_ == "DELETED")
         except Gone:
             log.info("watch expired, listing again", resource=resource)
-            version = None
+            store.version = None
             await anyio.sleep(relist_delay)
+
+
+async def _each_within(
+    events: AsyncIterator[tuple[str, dict[str, Any]]], limit: float
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """EVENTS, failing with WatchSilent when the next one takes longer than LIMIT."""
+    try:
+        while True:
+            with anyio.move_on_after(limit) as scope:
+                try:
+                    event = await anext(events)
+                except StopAsyncIteration:
+                    return
+            if scope.cancelled_caught:
+                raise WatchSilent(f"no watch event for {limit:g} s")
+            yield event
+    finally:
+        closing = getattr(events, "aclose", None)
+        if closing is not None:
+            with anyio.move_on_after(5, shield=True):
+                await closing()
 
 
 def list_and_watch(

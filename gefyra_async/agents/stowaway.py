@@ -1,8 +1,9 @@
 """The stowaway agent: ``python3 -m gefyra_async.agents.stowaway`` in the stowaway pod.
 
 Actors: the tunnel (WireGuard server end + client reconciler), the control server
-(carriers and cargos), the pod-rewriter (bridges → carriers), and the watches that feed
-them: Clients, Bridges, and every pod of the cluster.
+(carriers and cargos), the pod-rewriter (bridges → carriers), the watchdog, and the
+watches that feed them: Clients, Bridges, and every pod of the cluster, each into a store
+that the others read (and that outlives a watch's restart).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from gefyra_async.core.actor import Actor, Backoff, Supervisor
 from gefyra_async.core.bus import EventBus
 from gefyra_async.core.logging import configure_logging
 from gefyra_async.core.settings import Settings
+from gefyra_async.core.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -63,12 +65,23 @@ async def main() -> None:
                 log.warning("control Service missing, waiting", name=names.STOWAWAY_CONTROL_SERVICE)
                 await anyio.sleep(2)
 
-        def watch(plural: str) -> KubeWatchActor:
+        # A watch call ends by itself after kube_watch_timeout; silence beyond that (and a
+        # request's time) means the connection died without a word.
+        inactivity = settings.kube_watch_timeout + settings.kube_request_timeout
+        clients, bridges, pods = (
+            Store(names.CLIENT_PLURAL),
+            Store(names.BRIDGE_PLURAL),
+            Store("pods"),
+        )
+
+        def watch(store: Store) -> KubeWatchActor:
             listing = custom_objects_list(
-                api, settings.api_group, names.CLIENT_VERSION, settings.namespace, plural
+                api, settings.api_group, names.CLIENT_VERSION, settings.namespace, store.resource
             )
             return KubeWatchActor(
-                plural, list_and_watch(api, listing, timeout_seconds=settings.kube_watch_timeout)
+                store,
+                list_and_watch(api, listing, timeout_seconds=settings.kube_watch_timeout),
+                inactivity=inactivity,
             )
 
         control = ControlServer(
@@ -78,7 +91,7 @@ async def main() -> None:
             cargo_silence_limit=settings.client_silence_limit,
         )
         actors: list[Actor] = [
-            StowawayTunnel(settings, api, pod_ip),
+            StowawayTunnel(settings, api, pod_ip, clients=clients),
             StowawayTransports(max_streams=settings.api_transport_max_streams),
             control,
             PodRewriter(
@@ -89,16 +102,20 @@ async def main() -> None:
                 control_address=f"{control_ip}:{names.CONTROL_PORT}",
                 carrier_image=carrier_image,
                 secret=secret,
+                pods=pods,
+                bridges=bridges,
+                clients=clients,
             ),
-            Watchdog(settings, api, control),
+            Watchdog(settings, api, control, clients=clients),
             # Changes reach the reconcilers within a moment, not a period.
-            watch(names.CLIENT_PLURAL),
-            watch(names.BRIDGE_PLURAL),
+            watch(clients),
+            watch(bridges),
             KubeWatchActor(
-                "pods",
+                pods,
                 list_and_watch(
                     api, pods_everywhere(api), timeout_seconds=settings.kube_watch_timeout
                 ),
+                inactivity=inactivity,
             ),
             BusMonitor(settings.bus_report_period),
         ]

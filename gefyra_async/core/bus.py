@@ -9,7 +9,7 @@ state wrong; the counters make a slow subscriber visible instead of letting memo
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -37,13 +37,17 @@ class _Subscription:
         kinds: tuple[type[Event], ...],
         send: MemoryObjectSendStream[Event],
         buffer_size: int,
+        where: Callable[[Event], bool] | None,
     ) -> None:
         self.kinds = kinds
+        self.where = where
         self.send = send
         self.stats = SubscriberStats(name=name, buffer_size=buffer_size)
 
     def wants(self, event: Event) -> bool:
-        return not self.kinds or isinstance(event, self.kinds)
+        if self.kinds and not isinstance(event, self.kinds):
+            return False
+        return self.where is None or self.where(event)
 
 
 class EventBus:
@@ -78,8 +82,11 @@ class EventBus:
         *kinds: type[Event],
         name: str = "subscriber",
         buffer: int | None = None,
+        where: Callable[[Event], bool] | None = None,
     ) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
-        """Receive the events of the given types (all events when none are given).
+        """Receive the events of the given types (all events when none are given) for
+        which WHERE holds (e.g. hints of one resource only), so a subscriber's buffer
+        holds only what it acts on.
 
         The subscription exists while the context is open; events published before it
         opened are not seen.
@@ -88,7 +95,7 @@ class EventBus:
         if size < 1 or size == math.inf:
             raise ValueError("a subscriber buffer must be bounded and hold at least one event")
         send, receive = anyio.create_memory_object_stream[Event](size)
-        sub = _Subscription(name, kinds, send, size)
+        sub = _Subscription(name, kinds, send, size, where)
         self._subscriptions.append(sub)
         try:
             async with receive:
@@ -108,3 +115,22 @@ class EventBus:
     def _remove(self, sub: _Subscription) -> None:
         if sub in self._subscriptions:
             self._subscriptions.remove(sub)
+
+
+async def next_burst(
+    events: MemoryObjectReceiveStream[Event], *, wait: float, settle: float
+) -> list[Event]:
+    """The events of the next burst: wait up to WAIT seconds for one, then take every
+    event that follows within SETTLE of it, so a burst makes one pass, not one each.
+    Empty when WAIT passed quietly (a periodic pass is due)."""
+    taken: list[Event] = []
+    with anyio.move_on_after(wait):
+        taken.append(await events.receive())
+    if not taken:
+        return taken
+    await anyio.sleep(settle)
+    while True:
+        try:
+            taken.append(events.receive_nowait())
+        except anyio.WouldBlock:
+            return taken

@@ -46,20 +46,26 @@ class DockerStreamState(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class KubeObjectEvent(Event):
-    """A watched Kubernetes object changed; ``type`` is ADDED, MODIFIED or DELETED.
+class ObjectChanged(Event):
+    """A hint: the watched object RESOURCE NAMESPACE/NAME changed or (``deleted``) went.
 
-    ``relisted`` marks objects seen in a full list (after start or a 410 Gone), so a
-    consumer can tell a fresh snapshot from an incremental change.
+    It carries no object: the watch's store has it (``core/store``), and a dropped hint
+    only delays a reconciler's next look.
     """
 
     resource: str
     namespace: str
     name: str
-    type: str
-    resource_version: str
-    obj: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
-    relisted: bool = False
+    deleted: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreSynced(Event):
+    """A hint: RESOURCE's store took a full list (start, or after a gap); ``changed``
+    objects differ from before. Look at every object again."""
+
+    resource: str
+    changed: int
 
 
 # ---- Bridges ------------------------------------------------------------------------

@@ -91,22 +91,27 @@ def image_loader(platform: Platform) -> ImageLoader:
     return ImageLoader(platform)
 
 
+async def create_namespace(core: client.CoreV1Api, name: str) -> None:
+    """Namespace NAME, labelled as a test's, once it takes pods (its default account exists)."""
+    body: Any = {"metadata": {"name": name, "labels": {TEST_LABEL: "true"}}}
+    await core.create_namespace(body)
+
+    async def has_default_account() -> bool | None:
+        accounts = await core.list_namespaced_service_account(
+            name, field_selector="metadata.name=default"
+        )
+        return True if accounts.items else None
+
+    await poll(has_default_account, within=60, what=f"service account {name}/default exists")
+
+
 @pytest.fixture
 async def namespace(core: client.CoreV1Api, request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """A fresh namespace for one test, deleted (and waited for) afterwards."""
     slug = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
     name = unique_name(f"t-{slug}")
-    body: Any = {"metadata": {"name": name, "labels": {TEST_LABEL: "true"}}}
-    await core.create_namespace(body)
+    await create_namespace(core, name)
     try:
-        # Pods are refused until the namespace's default service account exists.
-        async def has_default_account() -> bool | None:
-            accounts = await core.list_namespaced_service_account(
-                name, field_selector="metadata.name=default"
-            )
-            return True if accounts.items else None
-
-        await poll(has_default_account, within=60, what=f"service account {name}/default exists")
         yield name
     finally:
         await core.delete_namespace(name, grace_period_seconds=0)

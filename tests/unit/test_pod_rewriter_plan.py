@@ -14,6 +14,7 @@ from kubernetes_asyncio.client import ApiClient
 from gefyra_async.actors.pod_rewriter import PodRewriter
 from gefyra_async.core import manifests
 from gefyra_async.core.settings import Settings
+from gefyra_async.core.store import Store
 
 ADDRESS = "10.250.0.2"
 
@@ -29,15 +30,18 @@ def _rewriter(api: ApiClient, reported: dict[str, str] | None) -> PodRewriter:
     control: Any = SimpleNamespace(
         cargo_heard={}, containers_of=lambda address: reported if address == ADDRESS else None
     )
-    r = PodRewriter(
-        Settings(), api, control, pod_ip="10.244.0.9", control_address="x", carrier_image="i",
-        secret="s",
-    )  # fmt: skip
-    r.clients["default"] = {
-        "metadata": {"name": "default", "uid": "uid-1"},
-        "status": {"tunnelAddress": ADDRESS},
-    }
-    r.pods["demo/web-1"] = {
+    settings = Settings()
+    clients, pods = Store("clients"), Store("pods")
+    clients.replace(
+        [
+            {
+                "metadata": {"name": "default", "namespace": settings.namespace, "uid": "uid-1"},
+                "status": {"tunnelAddress": ADDRESS},
+            }
+        ],
+        "1",
+    )
+    pod = {
         "metadata": {"name": "web-1", "namespace": "demo"},
         "spec": {
             "nodeName": "n",
@@ -45,7 +49,11 @@ def _rewriter(api: ApiClient, reported: dict[str, str] | None) -> PodRewriter:
         },
         "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
     }
-    return r
+    pods.replace([pod], "1")
+    return PodRewriter(
+        settings, api, control, pod_ip="10.244.0.9", control_address="x", carrier_image="i",
+        secret="s", pods=pods, bridges=Store("bridges"), clients=clients,
+    )  # fmt: skip
 
 
 def bridge(last_address: str | None) -> dict[str, Any]:

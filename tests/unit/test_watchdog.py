@@ -7,6 +7,7 @@ from typing import Any
 
 from gefyra_async.actors.watchdog import Watchdog
 from gefyra_async.core.settings import Settings
+from gefyra_async.core.store import Store
 
 
 def client(uid: str, address: str | None) -> dict[str, Any]:
@@ -15,7 +16,7 @@ def client(uid: str, address: str | None) -> dict[str, Any]:
 
 def test_silence_counts_from_the_last_word_or_from_first_sight() -> None:
     control: Any = SimpleNamespace(cargo_heard={})
-    dog = Watchdog(Settings(), api=None, control=control)
+    dog = Watchdog(Settings(), api=None, control=control, clients=Store("clients"))
     # First seen at 50, nothing heard yet: silent since 50.
     assert dog.silent_for(client("a", "10.250.0.2"), 50.0) == 0.0
     assert dog.silent_for(client("a", "10.250.0.2"), 80.0) == 30.0
