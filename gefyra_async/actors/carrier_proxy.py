@@ -8,6 +8,10 @@ bridge whose rules all match, else the original app at ``127.0.0.1:<port>`` (car
 own connections to the app do not pass PREROUTING). Bodies stream both ways; an
 ``Upgrade`` turns the connection raw. The kubelet's probes (``User-Agent: kube-probe/``)
 always reach the original app, so the pod stays Ready whatever the local side does.
+A connection on such a port that does not open with an HTTP/1.x request — a TLS
+ClientHello, the HTTP/2 preface, another protocol, or a client that waits for the server
+to speak first — is spliced to the original app as it is, within ``sniff_timeout``: rules
+route HTTP/1 requests only, and nothing else may hang waiting for a request head.
 
 Plain asyncio streams: this is the hot path of every bridged request.
 """
@@ -93,7 +97,7 @@ def _close(writer: asyncio.StreamWriter | None) -> None:
             writer.close()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(reader: Reader, writer: asyncio.StreamWriter) -> None:
     """Copy until EOF, then half-close the other side."""
     try:
         while data := await reader.read(CHUNK):
@@ -105,13 +109,11 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         _close(writer)
 
 
-async def splice(a: Stream, b: Stream) -> None:
+async def splice(a: tuple[Reader, asyncio.StreamWriter], b: Stream) -> None:
     await asyncio.gather(_pipe(a[0], b[1]), _pipe(b[0], a[1]))
 
 
-async def copy_body(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, length: int | None
-) -> None:
+async def copy_body(reader: Reader, writer: asyncio.StreamWriter, length: int | None) -> None:
     """Forward one body: LENGTH bytes; None = chunked (with trailers); -1 = until EOF."""
     if length is None:
         while True:
@@ -139,6 +141,51 @@ async def copy_body(
             remaining -= len(data)
             await writer.drain()
     await writer.drain()
+
+
+class _Prefixed:
+    """A StreamReader with bytes already taken from it put back in front (the sniffed
+    start of a connection). Once those are consumed, every call goes to the reader
+    itself: the hot path pays one check."""
+
+    def __init__(self, reader: asyncio.StreamReader, prefix: bytes) -> None:
+        self._reader = reader
+        self._buffer = bytearray(prefix)
+
+    def at_eof(self) -> bool:
+        return not self._buffer and self._reader.at_eof()
+
+    async def read(self, n: int = -1) -> bytes:
+        if not self._buffer:
+            return await self._reader.read(n)
+        size = len(self._buffer) if n < 0 else min(n, len(self._buffer))
+        return self._take(size)
+
+    async def readexactly(self, n: int) -> bytes:
+        if not self._buffer:
+            return await self._reader.readexactly(n)
+        head = self._take(min(n, len(self._buffer)))
+        return head + await self._reader.readexactly(n - len(head)) if len(head) < n else head
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        if not self._buffer:
+            return await self._reader.readuntil(separator)
+        while (end := self._buffer.find(separator)) < 0:
+            if len(self._buffer) > HEAD_LIMIT:
+                raise asyncio.LimitOverrunError("separator not found within the limit", 0)
+            more = await self._reader.read(CHUNK)
+            if not more:
+                raise asyncio.IncompleteReadError(self._take(len(self._buffer)), None)
+            self._buffer += more
+        return self._take(end + len(separator))
+
+    def _take(self, n: int) -> bytes:
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+
+Reader = asyncio.StreamReader | _Prefixed
 
 
 def _refusal(status: int, reason: str) -> bytes:
@@ -223,8 +270,12 @@ class CarrierProxy:
                 return
             if route.raw:
                 await self._raw(route, reader, writer)
-            else:
-                await self._http(port, reader, writer)
+                return
+            first = await self._sniff(reader)
+            if looks_like_request(first):
+                await self._http(port, _Prefixed(reader, first), writer)
+            elif first or not reader.at_eof():
+                await self._to_app(port, first, reader, writer)
         except Exception as exc:  # one connection's failure never reaches the listener
             log.debug("connection failed", port=port, error=repr(exc))
         finally:
@@ -256,6 +307,36 @@ class CarrierProxy:
         finally:
             _close(upstream[1])
 
+    async def _sniff(self, reader: asyncio.StreamReader) -> bytes:
+        """The first bytes of a connection: enough to tell an HTTP/1 request line (a
+        method and a space), or whatever came within ``sniff_timeout`` (nothing from a
+        client that waits for the server to speak first)."""
+        first = b""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.sniff_timeout):
+                while len(first) < 8 and b" " not in first:
+                    more = await reader.read(CHUNK)
+                    if not more:
+                        break
+                    first += more
+        return first
+
+    async def _to_app(
+        self, port: int, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Not HTTP/1 (TLS, HTTP/2, another protocol): to the original app, as it is."""
+        try:
+            app = await _open(self.app_host, port)
+        except (OSError, TimeoutError) as exc:
+            log.info("original app unreachable", port=port, error=repr(exc))
+            return
+        try:
+            if first:
+                app[1].write(first)
+            await splice((reader, writer), app)
+        finally:
+            _close(app[1])
+
     def _choose(self, port: int, head: Head) -> BridgeRoute | None:
         route = self.routes.get(port)
         if route is None or is_kube_probe(head.headers):
@@ -266,9 +347,7 @@ class CarrierProxy:
                 return bridge
         return None
 
-    async def _http(
-        self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _http(self, port: int, reader: Reader, writer: asyncio.StreamWriter) -> None:
         upstreams: dict[str, Stream] = {}
         peer = writer.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) else None
@@ -319,7 +398,7 @@ class CarrierProxy:
                 _close(w)
 
     async def _exchange(
-        self, head: Head, body: int | None, down: Stream, up: Stream
+        self, head: Head, body: int | None, down: tuple[Reader, asyncio.StreamWriter], up: Stream
     ) -> bool | None:
         """One request and its response. True: the connection may carry another;
         None: it was upgraded and spliced to its end."""

@@ -312,3 +312,59 @@ async def test_carrier_gives_up_and_removes_redirects_when_stowaway_is_gone() ->
     carrier = Carrier(("127.0.0.1", port), {"type": "hello"}, recorder, orphan_timeout=0.3)
     assert await asyncio.wait_for(carrier.run(), 10) == 0
     assert recorder.calls[-1] == "remove_all"
+
+
+async def test_a_rule_based_port_hands_what_is_not_http1_to_the_app_as_it_is() -> None:
+    """TLS, the HTTP/2 preface, another client-first protocol and a server-first one all
+    reach the original app untouched; none waits for a request head that never comes;
+    a request line split across packets is still routed by its rules."""
+    seen: list[bytes] = []
+
+    async def app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"app greets\n")  # a server that speaks first (SMTP, MySQL, ...)
+        await writer.drain()
+        data = await reader.read(4096)
+        seen.append(data)
+        writer.write(b"app got " + str(len(data)).encode() + b"\n")
+        await writer.drain()
+        writer.close()
+
+    app_server = await asyncio.start_server(app, "127.0.0.1", 0)
+    local, local_port = await start_http("alice")
+    proxy = CarrierProxy(sniff_timeout=0.05)
+    route = PortRoute(
+        app_server.sockets[0].getsockname()[1],
+        (BridgeRoute("alice", header("alice"), ("127.0.0.1", local_port)),),
+    )
+    port = await proxy.listen(route)
+    tls_hello = bytes.fromhex("16030100f8010000f40303") + b"\x00" * 40
+    http2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    try:
+        for opening in (tls_hello, http2, b"\x00\x01binary"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(opening)
+            assert await asyncio.wait_for(reader.readline(), 5) == b"app greets\n"
+            assert (
+                await asyncio.wait_for(reader.readline(), 5) == f"app got {len(opening)}\n".encode()
+            )
+            writer.close()
+        assert seen == [tls_hello, http2, b"\x00\x01binary"]
+        # A client that waits for the server: after sniff_timeout, the app greets it.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.readline(), 5) == b"app greets\n"
+        writer.write(b"QUIT\r\n")
+        assert await asyncio.wait_for(reader.readline(), 5) == b"app got 6\n"
+        writer.close()
+        # HTTP/1 whose request line comes in pieces is still HTTP: routed by the rules.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GE")
+        await writer.drain()
+        await asyncio.sleep(0.01)  # not synchronisation: two packets, not one
+        writer.write(b"T /x HTTP/1.1\r\nX-Dev: alice\r\nContent-Length: 2\r\n\r\nhi")
+        status, body = await asyncio.wait_for(read_response(reader), 5)
+        assert (status, body) == (200, b"alice GET /x 2 for 127.0.0.1")
+        writer.close()
+    finally:
+        await proxy.close()
+        app_server.close()
+        local.close()
