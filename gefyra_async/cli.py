@@ -193,6 +193,11 @@ def parser() -> argparse.ArgumentParser:
     ub.add_argument("name", nargs="?", help="the bridge (see `bridge list`)")
     ub.add_argument("--all", action="store_true", help="remove every bridge (of --connection)")
     ub.add_argument("--connection", help="with --all: only this connection's bridges")
+    ub.add_argument(
+        "--restore",
+        action="store_true",
+        help="then roll the workload out: new pods without the idle carrier, as before",
+    )
 
     # The API transport of a detached `up`, started by `up` itself (not listed in help).
     tr = sub.add_parser("transport")
@@ -468,9 +473,11 @@ async def cmd_unbridge(ctx: Context, args: argparse.Namespace) -> int:
     if args.name and args.all:
         raise UserError("give a bridge name or --all, not both")
     removed = await bridge_api.unbridge(
-        ctx, args.name, connection=args.connection, everything=args.all
+        ctx, args.name, connection=args.connection, everything=args.all, restore=args.restore
     )
     print("removed: " + (", ".join(removed) if removed else "no bridges"))
+    if args.restore and removed:
+        print("rolling the bridged workloads out: their new pods are as before the bridge")
     return 0
 
 

@@ -92,7 +92,6 @@ class CarrierSession:
     applied_ports: dict[str, int] = field(default_factory=dict)
     applied_at: float = 0.0  # monotonic
     stats: dict[str, Any] = field(default_factory=dict)
-    exiting: bool = False
     dropping: set[str] = field(default_factory=set)  # bridges the last config removed
 
     @property
@@ -155,7 +154,7 @@ class ControlServer:
     async def push(self, key: str, routes: list[dict[str, Any]]) -> bool:
         """Send ROUTES to the carrier of pod KEY unless it already has them."""
         cs = self.carriers.get(key)
-        if cs is None or cs.exiting:
+        if cs is None:
             return False
         if cs.sent_routes == routes:
             return True
@@ -165,13 +164,6 @@ class ControlServer:
         return await cs.session.send(
             {"type": "config", "version": cs.sent_version, "routes": routes}
         )
-
-    async def tell_exit(self, key: str, reason: str) -> None:
-        cs = self.carriers.get(key)
-        if cs is None or cs.exiting:
-            return
-        cs.exiting = True
-        await cs.session.send({"type": "exit", "reason": reason})
 
     def containers_of(self, address: str) -> dict[str, str] | None:
         return self.containers.get(address)

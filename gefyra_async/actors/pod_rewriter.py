@@ -6,7 +6,9 @@ the pod watch), the carriers and cargos connected to the control server. Each pa
 - resolves each bridge's target pods and its local container's address (from cargo);
 - adds carrier as an ephemeral container to every Ready target pod without a live one
   (the pod keeps running; nothing restarts) and pushes each carrier its pod's config;
-- tells a carrier whose pod has no bridge left to remove its redirects and exit;
+- tells a carrier whose pod has no bridge left to remove its redirects and idle: the
+  pod's next bridge reuses it, so a pod never gains a second carrier while stowaway runs
+  (and at most ``carrier_max_per_pod`` in its life);
 - rewrites the kernel DNAT that carries bridged connections from carriers on to the
   local container, through the client's own peer (one stowaway port per bridged port);
 - writes status (pods bridged, Ready condition, measured Ready→bridged delay) and
@@ -114,6 +116,7 @@ class PodRewriter:
         self.reported: dict[str, Any] = {}  # bridge name → last status written (stable part)
         self.destinations: dict[str, str | None] = {}
         self.problems: dict[str, str] = {}
+        self.limited: set[str] = set()  # pods that reached carrier_max_per_pod
 
     # ---- hints ----
 
@@ -289,24 +292,19 @@ class PodRewriter:
         active = [p for p in plans if not p.problem]
         refused: dict[str, str] = {}
 
-        # Carriers: config for every pod with bridges, exit for those without.
+        # Carriers: config for every pod with bridges; those without idle. A carrier stays
+        # (without redirects) when its bridges are suspended (the laptop went silent, the
+        # local container is being re-run) or removed: it resumes at once, and the pod's
+        # spec — which keeps every ephemeral container it ever had — gains no second one.
         wanted = sorted({k for p in active for k in p.pods} | set(self.control.carriers))
-        # A suspended bridge (its laptop went silent, or its local container is away — being
-        # re-run, say) keeps its carriers, idle and without redirects, so that it resumes at
-        # once and adds no new container to the pod.
-        suspended = {
-            k for p in plans if p.reason in ("ClientGone", "LocalContainerNotFound") for k in p.pods
-        }
         for key in wanted:
             routes, refused_here = pod_routes(active, key, self.pod_ip)
             refused.update(refused_here)
             if routes:
                 await self._ensure_carrier(key, routes)
-            elif key in suspended and key in self.control.carriers:
-                await self.control.push(key, [])
             else:
                 self.adding.pop(key, None)
-                await self.control.tell_exit(key, "no bridge targets this pod any more")
+                await self.control.push(key, [])
 
         await self._write_dnat(active, refused)
         for p in plans:
@@ -334,14 +332,17 @@ class PodRewriter:
                 del cache[key]
         for pair in [pair for pair in self.marks if pair[0] not in names_]:
             del self.marks[pair]
-        for pod in [k for k in (*self.ready_since, *self.adding) if self._pod(k) is None]:
+        for pod in [
+            k for k in (*self.ready_since, *self.adding, *self.limited) if self._pod(k) is None
+        ]:
             self.ready_since.pop(pod, None)
             self.adding.pop(pod, None)
+            self.limited.discard(pod)
         for wl in [k for k, (at, _) in self.workloads.items() if now - at > WORKLOAD_CACHE_SECONDS]:
             del self.workloads[wl]
 
     async def _ensure_carrier(self, key: str, routes: list[dict[str, Any]]) -> None:
-        if key in self.control.carriers and not self.control.carriers[key].exiting:
+        if key in self.control.carriers:
             await self.control.push(key, routes)
             self.adding.pop(key, None)
             return
@@ -362,6 +363,19 @@ class PodRewriter:
             and now - pending[1] < self.settings.carrier_start_timeout
         ):
             return  # our patch is on its way into the pod's status
+        if state.count >= self.settings.carrier_max_per_pod:
+            if key not in self.limited:
+                self.limited.add(key)
+                await record_event(
+                    self.api,
+                    self._pod_ref(pod),
+                    "CarrierLimit",
+                    f"{state.count} carriers of this pod ended; gefyra-async adds no more "
+                    "(check that stowaway is reachable from the pod, then roll the workload "
+                    "out, e.g. `gefyra-async unbridge --restore`)",
+                    warning=True,
+                )
+            return
         ns, name = key.split("/", 1)
         carrier = state.next_name
         container = manifests.carrier_container(
@@ -494,7 +508,11 @@ class PodRewriter:
             details = []
             for k in waiting:
                 state = carrier_state(self._pod(k) or {})
-                if state.waiting_reason:
+                if k in self.limited:
+                    details.append(
+                        f"{k}: {state.count} carriers ended, no more are added (roll it out)"
+                    )
+                elif state.waiting_reason:
                     details.append(f"{k}: carrier {state.waiting_reason}")
             reason = "Bridging"
             message = f"{bridged}/{len(p.pods)} pods bridged" + (

@@ -145,6 +145,28 @@ async def workload(api: ApiClient, namespace: str, kind: str, name: str) -> dict
     return data
 
 
+RESTORED_AT = "gefyra-async.dev/restored-at"
+
+
+async def roll_out(api: ApiClient, namespace: str, kind: str, name: str, at: str) -> bool:
+    """Replace the pods of a Deployment or StatefulSet as `kubectl rollout restart` does
+    (an annotation of the pod template changes); False if the workload is gone."""
+    body = {"spec": {"template": {"metadata": {"annotations": {RESTORED_AT: at}}}}}
+    apps = client.AppsV1Api(api)
+    try:
+        if kind == "Deployment":
+            await apps.patch_namespaced_deployment(name, namespace, body)
+        elif kind == "StatefulSet":
+            await apps.patch_namespaced_stateful_set(name, namespace, body)
+        else:
+            raise ValueError(f"only a Deployment or a StatefulSet rolls out, not a {kind}")
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 async def add_ephemeral_container(
     api: ApiClient, namespace: str, pod: str, container: dict[str, Any]
 ) -> None:

@@ -10,6 +10,7 @@ when it returns the original app serves again.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from gefyra_async.adapters.kube_objects import (
     Bridges,
     Clients,
     namespace_exists,
+    roll_out,
     workload,
 )
 from gefyra_async.api.connection import cargo_name, network_name
@@ -225,10 +227,15 @@ async def unbridge(
     *,
     connection: str | None = None,
     everything: bool = False,
+    restore: bool = False,
 ) -> list[str]:
     """Remove bridge NAME, or with EVERYTHING all bridges (of CONNECTION if given).
 
-    Returns the names removed; waits until the original app serves again.
+    Returns the names removed; waits until the original app serves again. A pod keeps its
+    (idle) carrier for its life — Kubernetes never removes an ephemeral container — so
+    RESTORE then rolls the bridged Deployments and StatefulSets out: their new pods are
+    exactly as before the bridge. A bridge of a bare pod cannot be restored that way and is
+    refused before anything is removed.
     """
     bridges = await list_bridges(ctx, connection)
     if everything:
@@ -240,7 +247,27 @@ async def unbridge(
             known = ", ".join(b["metadata"]["name"] for b in bridges) or "none"
             raise UserError(f"there is no bridge named {name!r} (bridges: {known})")
         chosen = [name]
+    targets = sorted(
+        {
+            (t.get("namespace", ""), t.get("kind", ""), t.get("name", ""))
+            for b in bridges
+            if b["metadata"]["name"] in chosen
+            for t in [(b.get("spec") or {}).get("target") or {}]
+        }
+    )
+    if restore:
+        pods = [f"pod/{name} in {ns}" for ns, kind, name in targets if kind == "Pod"]
+        if pods:
+            raise UserError(
+                f"--restore rolls out Deployments and StatefulSets; {', '.join(pods)} would "
+                "have to be deleted and created again by hand; unbridge without --restore"
+            )
     await remove_bridges(ctx, chosen)
+    if restore:
+        at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        for ns, kind, workload_name in targets:
+            if not await roll_out(ctx.api, ns, kind, workload_name, at):
+                log.info("not rolled out: the workload is gone", workload=f"{ns}/{workload_name}")
     return chosen
 
 

@@ -219,6 +219,7 @@ class CarrierState:
     next_name: str
     terminated_reason: str = ""
     waiting_reason: str = ""
+    count: int = 0  # carriers in the pod's spec, alive or ended
 
 
 def carrier_state(pod: Mapping[str, Any]) -> CarrierState:
@@ -242,7 +243,9 @@ def carrier_state(pod: Mapping[str, Any]) -> CarrierState:
         active, running = name, "running" in state
         waiting = str((state.get("waiting") or {}).get("reason", ""))
     numbers = [int(n[len(prefix) :]) for n in spec_names if n[len(prefix) :].isdigit()]
-    return CarrierState(active, running, f"{prefix}{max(numbers, default=0) + 1}", reason, waiting)
+    return CarrierState(
+        active, running, f"{prefix}{max(numbers, default=0) + 1}", reason, waiting, len(spec_names)
+    )
 
 
 # ---- the plan ------------------------------------------------------------------------

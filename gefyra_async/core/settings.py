@@ -104,11 +104,20 @@ class Settings:
             "that machine connects it again"
         ),
     )
+    carrier_max_per_pod: int = field(
+        default=3,
+        metadata=_doc(
+            "carriers stowaway adds to one pod at most (each that ended stays in the pod's "
+            "spec for the pod's life); past it the bridge says so instead of adding more"
+        ),
+    )
     carrier_orphan_timeout: float = field(
         default=60.0,
         metadata=_doc(
             "seconds a carrier keeps its redirects while stowaway is unreachable; then it "
-            "removes them and exits, so a vanished cluster side leaves no interception behind"
+            "removes them and exits, so a vanished cluster side leaves no interception behind "
+            "(while stowaway runs, a carrier whose pod has no bridge left idles, without "
+            "redirects, and serves the pod's next bridge)"
         ),
     )
     bridge_port_range: str = field(

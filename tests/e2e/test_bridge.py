@@ -202,6 +202,20 @@ async def pod_state(
     return sorted(found)
 
 
+async def carriers_in(core: client.CoreV1Api, namespace: str, pod: str) -> list[tuple[str, str]]:
+    """(name, running | waiting | terminated) of every carrier in POD's spec."""
+    p = await core.read_namespaced_pod(pod, namespace)
+    states = {s.name: s.state for s in p.status.ephemeral_container_statuses or []}
+    found = []
+    for c in p.spec.ephemeral_containers or []:
+        state = states.get(c.name)
+        kind = next(
+            (k for k in ("running", "waiting", "terminated") if state and getattr(state, k)), "-"
+        )
+        found.append((c.name, kind))
+    return found
+
+
 async def docker_inspect_or_none(docker: aiodocker.Docker, name: str) -> Any:
     try:
         return await docker.containers.get(name)
@@ -299,18 +313,31 @@ async def test_global_bridge_of_http_and_tcp_follows_the_local_container_and_unb
         assert await tcp_from_caller(ctx, namespace, "web") == f"{original}: hello over tcp"
         assert await pod_state(core, namespace, "web") == before
 
-        async def carrier_exited() -> bool | None:
-            p = await core.read_namespaced_pod(original, namespace)
-            states = [s.state for s in p.status.ephemeral_container_statuses or []]
-            return True if states and all(s.terminated for s in states) else None
-
-        await poll(carrier_exited, within=30, what="carrier exited after unbridge")
+        # The carrier idles (no redirects: the app serves), and the next bridge reuses it:
+        # the pod's spec, which keeps every ephemeral container it had, gains no second one.
+        [(carrier, state)] = await carriers_in(core, namespace, original)
+        assert state == "running"
+        again = await bridge(
+            ctx, BridgeRequest("deploy/web", ["8080:8080"], local, namespace, connection=conn.name)
+        )
+        assert await served_by(ctx, namespace, [{}], 3) == {local}
+        assert await carriers_in(core, namespace, original) == [(carrier, "running")]
         # carrier came from the registry the product was pointed at, like every product image.
         final = await core.read_namespaced_pod(original, namespace)
         carriers = final.spec.ephemeral_containers
-        assert [c.image.rsplit("/", 1)[0] for c in carriers] == [platform.registry], [
-            (s.name, s.state.to_dict()) for s in final.status.ephemeral_container_statuses
-        ]
+        assert [c.image.rsplit("/", 1)[0] for c in carriers] == [platform.registry]
+
+        # --restore: the workload is rolled out, its new pod has no carrier at all.
+        name = again["metadata"]["name"]
+        assert await unbridge(ctx, name, restore=True) == [name]
+
+        async def rolled_out() -> list[Any] | None:
+            pods = await ready_pods(core, namespace, "web", 1)
+            return pods if pods and pods[0].metadata.name != original else None
+
+        [new] = await poll(rolled_out, within=120, what="the rolled-out pod, alone")
+        assert not new.spec.ephemeral_containers
+        assert await served_by(ctx, namespace, [{}], 5) == {new.metadata.name}
         report(f"bridge() → every pod bridged: {took:.2f}s")
     finally:
         await down(ctx, conn.name)
@@ -666,13 +693,10 @@ async def test_a_laptop_gone_for_good_is_removed_from_the_cluster_and_can_come_b
         await poll(removed, within=120, what="client and bridge removed by the watchdog")
         took = time.monotonic() - gone
 
-        async def carrier_exited() -> bool | None:
-            p = await core.read_namespaced_pod(original, namespace)
-            states = [s.state for s in p.status.ephemeral_container_statuses or []]
-            return True if states and all(s.terminated for s in states) else None
-
-        await poll(carrier_exited, within=30, what="carrier exited")
+        # Its carrier idles, without redirects: the original app serves.
         assert await served_by(quick, namespace, [{}], 5) == {original}
+        [(carrier, state)] = await carriers_in(core, namespace, original)
+        assert state == "running"
         events = await core.list_namespaced_event(
             quick.settings.namespace, field_selector="reason=ClientReaped"
         )
@@ -687,7 +711,8 @@ async def test_a_laptop_gone_for_good_is_removed_from_the_cluster_and_can_come_b
         )
         assert await served_by(quick, namespace, [{}], 3) == {local}
         assert await pod_state(core, namespace, "web") == before
-        report(f"laptop gone → client, bridge and carrier removed: {took:.1f}s (limit 30 s)")
+        assert await carriers_in(core, namespace, original) == [(carrier, "running")]  # reused
+        report(f"laptop gone → client and bridge removed, carrier idle: {took:.1f}s (limit 30 s)")
     finally:
         with contextlib.suppress(aiodocker.DockerError):
             await cargo.unpause()
