@@ -41,12 +41,8 @@ from gefyra_async.core.conditions import condition
 log = structlog.get_logger(__name__)
 
 
-def network_name(connection: str) -> str:
-    return f"gefyra-async-{connection}"
-
-
-def cargo_name(connection: str) -> str:
-    return f"gefyra-async-cargo-{connection}"
+network_name = names.network_name
+cargo_name = names.cargo_name
 
 
 def connection_label(connection: str) -> str:

@@ -138,7 +138,7 @@ async def run(
         code, output = await docker.exec_in(
             ctx.docker,
             conn.cargo,
-            ["python3", "-m", "gefyra_async.agents.cargo", "route", holder_id],
+            ["python3", "-m", "gefyra_async.cargo", "route", holder_id],
         )
         if code != 0:
             raise UserError(

@@ -49,15 +49,11 @@ log = structlog.get_logger(__name__)
 RECONNECT_MAX = 10.0  # seconds: the longest wait between two port-forward attempts
 
 
-def _cargo(name: str) -> str:
-    return f"gefyra-async-cargo-{name}"
-
-
 async def cargo_peer(ctx: Context, name: str) -> dict[str, Any] | None:
     """Cargo's WireGuard peer (stowaway) as cargo reports it; None without a cargo."""
     try:
         code, output = await docker.exec_in(
-            ctx.docker, _cargo(name), ["python3", "-m", "gefyra_async.agents.cargo", "stats"]
+            ctx.docker, names.cargo_name(name), ["python3", "-m", "gefyra_async.cargo", "stats"]
         )
     except docker.ContainerError:
         return None
@@ -72,8 +68,8 @@ async def use_endpoint(ctx: Context, name: str, endpoint: str) -> None:
     try:
         code, output = await docker.exec_in(
             ctx.docker,
-            _cargo(name),
-            ["python3", "-m", "gefyra_async.agents.cargo", "endpoint", endpoint],
+            names.cargo_name(name),
+            ["python3", "-m", "gefyra_async.cargo", "endpoint", endpoint],
         )
     except docker.ContainerError as exc:
         raise UserError(f"cargo of connection {name} is not running: {exc}") from exc
@@ -103,11 +99,11 @@ async def udp_answers_at_cargo(ctx: Context, name: str, target: tuple[str, int])
     try:
         code, _ = await docker.exec_in(
             ctx.docker,
-            _cargo(name),
+            names.cargo_name(name),
             [
                 "python3",
                 "-m",
-                "gefyra_async.agents.cargo",
+                "gefyra_async.cargo",
                 "probe",
                 transport.format_endpoint(*target),
             ],
@@ -200,7 +196,7 @@ async def carry(
     once cargo uses it; returns when UDP to ENDPOINT works again (transport ``auto``) or
     when the connection is gone; with transport ``api`` it never goes back to UDP."""
     s = ctx.settings
-    network = f"gefyra-async-{name}"
+    network = names.network_name(name)
     host = await relay_address(ctx, network)
     async with anyio.create_task_group() as tg:
         port = await tg.start(partial(_relay_forever, ctx, (host, 0)))
@@ -210,7 +206,7 @@ async def carry(
         task_status.started(relay)
         while True:
             await anyio.sleep(s.udp_retry_period)
-            if await docker.inspect(ctx.docker, _cargo(name)) is None:
+            if await docker.inspect(ctx.docker, names.cargo_name(name)) is None:
                 log.info("cargo is gone; the api transport ends", connection=name)
                 break
             if s.transport == "api":

@@ -334,7 +334,7 @@ def stowaway_deployment(settings: Settings, version: str) -> Obj:
                             "name": names.STOWAWAY,
                             "image": image,
                             "imagePullPolicy": "IfNotPresent",
-                            "command": ["python3", "-m", "gefyra_async.agents.stowaway"],
+                            "command": ["python3", "-m", "gefyra_async.stowaway"],
                             "env": [
                                 {
                                     "name": "GEFYRA_ASYNC_NAMESPACE",
@@ -529,7 +529,7 @@ def carrier_container(
         "name": name,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["python3", "-m", "gefyra_async.agents.carrier"],
+        "command": ["python3", "-m", "gefyra_async.carrier"],
         "env": [{"name": k, "value": v} for k, v in env.items()],
         "securityContext": {
             "runAsUser": 0,

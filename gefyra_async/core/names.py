@@ -37,6 +37,16 @@ IMAGE_COMPONENT = "gefyra-async.dev/image"  # on the product's images: which com
 VERSION = "app.kubernetes.io/version"  # on stowaway's Deployment: the cluster side's version
 
 
+def network_name(connection: str) -> str:
+    """The Docker network of CONNECTION, where cargo and its apps live."""
+    return f"gefyra-async-{connection}"
+
+
+def cargo_name(connection: str) -> str:
+    """CONNECTION's cargo container."""
+    return f"gefyra-async-cargo-{connection}"
+
+
 def labels(component: str, **extra: str) -> dict[str, str]:
     return {MANAGED_BY: MANAGED_BY_VALUE, COMPONENT: component, **extra}
 

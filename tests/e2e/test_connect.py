@@ -64,7 +64,7 @@ async def lines(docker: aiodocker.Docker, name: str) -> list[dict[str, Any]]:
 async def tunnel_bytes(docker: aiodocker.Docker, cargo: str, key: str = "rxBytes") -> int:
     """Bytes cargo's WireGuard device has received from (KEY txBytes: sent to) stowaway."""
     container = await docker.containers.get(cargo)
-    stats = await container.exec(["python3", "-m", "gefyra_async.agents.cargo", "stats"])
+    stats = await container.exec(["python3", "-m", "gefyra_async.cargo", "stats"])
     async with stats.start(detach=False) as stream:
         message = await stream.read_out()
     assert message is not None

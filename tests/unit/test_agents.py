@@ -8,7 +8,7 @@ import sys
 
 PROGRAM = """
 import anyio
-from gefyra_async.agents import until_terminated
+from gefyra_async.actors.process import until_terminated
 
 async def forever() -> None:
     print("started", flush=True)
@@ -37,7 +37,7 @@ def test_sigterm_cancels_the_agent_and_it_exits_zero() -> None:
 FORKING = """
 import os, signal, time
 import anyio
-from gefyra_async.agents import until_terminated
+from gefyra_async.actors.process import until_terminated
 
 async def forks_a_helper_and_stops_it() -> None:
     pid = os.fork()  # as pyroute2 does to work in another network namespace

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from gefyra_async.actors.carrier_proxy import BridgeRoute, CarrierProxy, PortRoute
-from gefyra_async.agents.carrier import Carrier
+from gefyra_async.carrier.agent import Carrier
+from gefyra_async.carrier.proxy import BridgeRoute, CarrierProxy, PortRoute
 from gefyra_async.core.httprules import Rule, parse_head, rules_match
 
 pytestmark = pytest.mark.anyio

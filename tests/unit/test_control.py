@@ -11,8 +11,8 @@ from typing import Any
 import anyio
 import pytest
 
-from gefyra_async.actors.control import ControlServer, carrier_token, silence
 from gefyra_async.core.bus import EventBus
+from gefyra_async.stowaway.control import ControlServer, carrier_token, silence
 
 pytestmark = pytest.mark.anyio
 SECRET = "s3cret"

@@ -91,7 +91,7 @@ def test_install_options_reach_the_objects() -> None:
 def test_every_dockerfile_ships_in_the_package_and_the_top_level_folders_show_it() -> None:
     for component in images.COMPONENTS:
         text = image_context.dockerfile(component).decode()
-        assert f"gefyra_async.agents.{component}" in text
+        assert f'"-m", "gefyra_async.{component}"' in text
         assert ("wireguard-go" in text.split("COPY", 1)[1]) == (component != "carrier")
         top = REPO / component / "Dockerfile"
         assert top.resolve() == (REPO / "gefyra_async" / "images" / component / "Dockerfile")
@@ -107,7 +107,7 @@ def test_the_build_context_holds_the_package_its_dockerfile_and_wireguard(
         names_in = set(tar.getnames())
         assert tar.getmember("wireguard-go").mode == 0o755
     assert {"Dockerfile", "wireguard-go", "site/dep/__init__.py"} <= names_in
-    assert "site/gefyra_async/agents/cargo.py" in names_in
+    assert "site/gefyra_async/cargo/agent.py" in names_in
     assert not any("__pycache__" in n for n in names_in)
     # Deterministic: the same inputs give the same bytes (Docker's build cache keys on them).
     assert image_context.context_tar("cargo", tmp_path, b"\x7fELF") == data

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
-from gefyra_async.actors.pod_rewriter import PodRewriter
 from gefyra_async.core import manifests
 from gefyra_async.core.settings import Settings
 from gefyra_async.core.store import Store
+from gefyra_async.stowaway.pod_rewriter import PodRewriter
 
 ADDRESS = "10.250.0.2"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gefyra_async.actors.route_manager import orphaned_holders
 from gefyra_async.adapters.containers import ContainerInfo, _epoch
+from gefyra_async.cargo.routes import orphaned_holders
 from gefyra_async.core import names
 
 

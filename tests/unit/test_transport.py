@@ -9,8 +9,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gefyra_async.actors import cargo_tunnel
 from gefyra_async.adapters.udp_probe import serve_probes, udp_answers
+from gefyra_async.cargo import tunnel as cargo_tunnel
 from gefyra_async.core import transport
 
 

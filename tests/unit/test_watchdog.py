@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from gefyra_async.actors.watchdog import Watchdog
 from gefyra_async.core.settings import Settings
 from gefyra_async.core.store import Store
+from gefyra_async.stowaway.watchdog import Watchdog
 
 
 def client(uid: str, address: str | None) -> dict[str, Any]:

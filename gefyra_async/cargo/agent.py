@@ -1,4 +1,4 @@
-"""The cargo agent: ``python3 -m gefyra_async.agents.cargo`` in a connection's cargo container.
+"""The cargo agent: ``python3 -m gefyra_async.cargo`` in a connection's cargo container.
 
 Actors: the tunnel (WireGuard client end), the DNS forwarder (cargo's address → cluster
 DNS, only), the Docker event source, the route manager and the container reporter
@@ -20,23 +20,22 @@ import anyio
 import structlog
 
 from gefyra_async.actors.bus_monitor import BusMonitor
-from gefyra_async.actors.cargo_tunnel import (
+from gefyra_async.actors.docker_events import DockerEventsActor
+from gefyra_async.actors.process import until_terminated
+from gefyra_async.adapters.containers import docker_client, inspect
+from gefyra_async.adapters.dns import Endpoint
+from gefyra_async.adapters.udp_probe import udp_answers
+from gefyra_async.adapters.wireguard import Uapi
+from gefyra_async.cargo.dns import DnsForwarderActor
+from gefyra_async.cargo.reporter import ContainerReporter
+from gefyra_async.cargo.routes import RouteManager
+from gefyra_async.cargo.tunnel import (
     INTERFACE,
     CargoTunnel,
     TunnelConfig,
     write_endpoint_override,
 )
-from gefyra_async.actors.container_reporter import ContainerReporter
-from gefyra_async.actors.dns import DnsForwarderActor
-from gefyra_async.actors.docker_events import DockerEventsActor
-from gefyra_async.actors.route_manager import RouteManager
-from gefyra_async.adapters.containers import docker_client, inspect
-from gefyra_async.adapters.dns import Endpoint
-from gefyra_async.adapters.udp_probe import udp_answers
-from gefyra_async.adapters.wireguard import Uapi
-from gefyra_async.agents import until_terminated
-from gefyra_async.api.connection import network_name
-from gefyra_async.core import transport
+from gefyra_async.core import names, transport
 from gefyra_async.core.actor import Actor, Backoff, Supervisor
 from gefyra_async.core.bus import EventBus
 from gefyra_async.core.logging import configure_logging
@@ -84,7 +83,7 @@ async def agent() -> None:
             ContainerReporter(
                 docker_client,
                 connection,
-                network_name(connection),
+                names.network_name(connection),
                 (host, int(port)),
                 source=tunnel.address,
             )
@@ -179,7 +178,3 @@ def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "probe":
         sys.exit(anyio.run(probe, sys.argv[2]))
     anyio.run(until_terminated, agent)
-
-
-if __name__ == "__main__":
-    main()

@@ -19,12 +19,12 @@ from typing import Any
 import anyio
 import structlog
 
-from gefyra_async.actors.control import ControlServer, silence
 from gefyra_async.adapters.kube_objects import Clients, record_event
 from gefyra_async.core import names
 from gefyra_async.core.bus import EventBus
 from gefyra_async.core.settings import Settings
 from gefyra_async.core.store import StoreView
+from gefyra_async.stowaway.control import ControlServer, silence
 
 log = structlog.get_logger(__name__)
 

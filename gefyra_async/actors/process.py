@@ -1,4 +1,4 @@
-"""Process entry points inside the project's images: stowaway and cargo agents."""
+"""What every agent process needs: ending cleanly on SIGTERM as the PID 1 of its container."""
 
 from __future__ import annotations
 

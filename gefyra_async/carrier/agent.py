@@ -1,9 +1,9 @@
-"""The carrier agent: ``python3 -m gefyra_async.agents.carrier`` in a bridged pod.
+"""The carrier agent: ``python3 -m gefyra_async.carrier`` in a bridged pod.
 
 Stowaway adds carrier to a pod as an ephemeral container (NET_ADMIN, the pod's network
 namespace) and gives it, in its environment, where the control server is and a token.
 Carrier keeps one connection to stowaway and makes each ``config`` true: a listener per
-bridged port (``actors/carrier_proxy.py``) and ``nat PREROUTING -p tcp --dport P
+bridged port (``carrier/proxy.py``) and ``nat PREROUTING -p tcp --dport P
 -j REDIRECT`` to it. It removes every redirect and exits when stowaway says ``exit``,
 on SIGTERM, on a refused token, or when stowaway has been unreachable for longer than
 the orphan timeout — a vanished cluster side must not leave a pod intercepted.
@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from gefyra_async.actors.carrier_proxy import BridgeRoute, CarrierProxy, PortRoute
 from gefyra_async.adapters.iptables import delete_rule, ensure_rule, rules_with_comment
+from gefyra_async.carrier.proxy import BridgeRoute, CarrierProxy, PortRoute
 from gefyra_async.core import names
 from gefyra_async.core.httprules import compile_rules
 from gefyra_async.core.logging import configure_logging
@@ -233,7 +233,3 @@ async def amain() -> int:
 def main() -> None:
     configure_logging(debug=bool(os.environ.get("GEFYRA_ASYNC_DEBUG")))
     sys.exit(asyncio.run(amain()))
-
-
-if __name__ == "__main__":
-    main()

@@ -31,7 +31,6 @@ from typing import Any
 import anyio
 import structlog
 
-from gefyra_async.actors.control import ControlServer, carrier_token, silence
 from gefyra_async.adapters.kube_objects import (
     Bridges,
     add_ephemeral_container,
@@ -56,6 +55,7 @@ from gefyra_async.core.conditions import set_condition
 from gefyra_async.core.events import Event, ObjectChanged, PeerChanged, Resync, StoreSynced
 from gefyra_async.core.settings import Settings
 from gefyra_async.core.store import Key, StoreView
+from gefyra_async.stowaway.control import ControlServer, carrier_token, silence
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""The stowaway agent: ``python3 -m gefyra_async.agents.stowaway`` in the stowaway pod.
+"""The stowaway agent: ``python3 -m gefyra_async.stowaway`` in the stowaway pod.
 
 Actors: the tunnel (WireGuard server end + client reconciler), the control server
 (carriers and cargos), the pod-rewriter (bridges → carriers), the watchdog, and the
@@ -14,12 +14,8 @@ import anyio
 import structlog
 
 from gefyra_async.actors.bus_monitor import BusMonitor
-from gefyra_async.actors.control import ControlServer
 from gefyra_async.actors.kube_watch import KubeWatchActor
-from gefyra_async.actors.pod_rewriter import PodRewriter
-from gefyra_async.actors.stowaway_transport import StowawayTransports
-from gefyra_async.actors.stowaway_tunnel import StowawayTunnel
-from gefyra_async.actors.watchdog import Watchdog
+from gefyra_async.actors.process import until_terminated
 from gefyra_async.adapters.kube_objects import (
     ensure_secret_value,
     incluster_api,
@@ -28,13 +24,17 @@ from gefyra_async.adapters.kube_objects import (
 )
 from gefyra_async.adapters.kube_watch import custom_objects_list, list_and_watch
 from gefyra_async.adapters.wgkeys import KeyPair
-from gefyra_async.agents import until_terminated
 from gefyra_async.core import names
 from gefyra_async.core.actor import Actor, Backoff, Supervisor
 from gefyra_async.core.bus import EventBus
 from gefyra_async.core.logging import configure_logging
 from gefyra_async.core.settings import Settings
 from gefyra_async.core.store import Store
+from gefyra_async.stowaway.control import ControlServer
+from gefyra_async.stowaway.pod_rewriter import PodRewriter
+from gefyra_async.stowaway.transports import StowawayTransports
+from gefyra_async.stowaway.tunnel import StowawayTunnel
+from gefyra_async.stowaway.watchdog import Watchdog
 
 log = structlog.get_logger(__name__)
 
@@ -129,5 +129,5 @@ async def main() -> None:
         ).run()
 
 
-if __name__ == "__main__":
+def run() -> None:
     anyio.run(until_terminated, main)
