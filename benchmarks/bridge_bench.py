@@ -169,7 +169,7 @@ def write(r: dict[str, Any]) -> None:
         "|---|---:|",
         "| header bridge (carrier added to the running pod) "
         f"| {r['bridge_to_first_answer_header_s']} |",
-        "| bridge without rules (a new carrier, the first one exited on unbridge) "
+        "| bridge without rules (the carrier of the first bridge, idle since, reused) "
         f"| {r['bridge_to_first_answer_raw_s']} |",
         "",
     ]

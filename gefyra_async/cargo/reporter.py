@@ -12,7 +12,6 @@ falls silent (a laptop gone to sleep or away) gets its bridges suspended by stow
 from __future__ import annotations
 
 import errno
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ import structlog
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from gefyra_async.adapters.containers import addresses_on_network, with_label
+from gefyra_async.core import control_protocol as proto
 from gefyra_async.core import names
 from gefyra_async.core.bus import EventBus
 from gefyra_async.core.events import ContainerEvent, ControlLost
@@ -103,33 +103,33 @@ class ContainerReporter:
             bus.subscribe(ContainerEvent, name=self.name) as events,
             await self._connect(bus) as stream,
         ):
-            hello = {"type": "hello", "role": "cargo", "connection": self.connection}
-            await stream.send((json.dumps(hello) + "\n").encode())
+            await stream.send(proto.encode(proto.CargoHello(self.connection)))
             log.info("reporting local containers", control=f"{host}:{port}")
             reader = BufferedByteReceiveStream(stream)
             sending = anyio.Lock()
 
-            async def send(message: dict[str, Any]) -> None:
+            async def send(message: proto.Message) -> None:
                 async with sending:
-                    await stream.send((json.dumps(message) + "\n").encode())
+                    await stream.send(proto.encode(message))
 
             async with anyio.create_task_group() as tg:
 
                 async def listen() -> None:
                     while True:
                         with anyio.fail_after(SILENCE_LIMIT):
-                            msg = json.loads(await reader.receive_until(b"\n", 1 << 20))
-                        if msg.get("type") == "error":
-                            raise RuntimeError(f"stowaway refused cargo: {msg.get('message')}")
-                        if msg.get("type") == "ping":  # this connection is alive: bridges stay
-                            await send({"type": "pong"})
+                            line = await reader.receive_until(b"\n", proto.MAX_LINE)
+                        msg = proto.decode(line)
+                        if isinstance(msg, proto.Error):
+                            raise RuntimeError(f"stowaway refused cargo: {msg.message}")
+                        if isinstance(msg, proto.Ping):  # the connection is alive: bridges stay
+                            await send(proto.Pong())
 
                 tg.start_soon(listen)
                 sent: dict[str, str] | None = None
                 while True:
                     current = await self.containers(docker)
                     if current != sent:
-                        await send({"type": "containers", "containers": current})
+                        await send(proto.Containers(current))
                         sent = current
                         log.info("local containers reported", containers=current)
                     with anyio.move_on_after(self.period):

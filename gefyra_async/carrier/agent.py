@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -25,6 +24,7 @@ import structlog
 
 from gefyra_async.adapters.iptables import delete_rule, ensure_rule, rules_with_comment
 from gefyra_async.carrier.proxy import BridgeRoute, CarrierProxy, PortRoute
+from gefyra_async.core import control_protocol as proto
 from gefyra_async.core import names
 from gefyra_async.core.httprules import compile_rules
 from gefyra_async.core.logging import configure_logging
@@ -82,17 +82,17 @@ class IptablesRedirector:
 @dataclass
 class Carrier:
     control: tuple[str, int]
-    hello: dict[str, Any]
+    hello: proto.CarrierHello
     redirector: Redirector
     proxy: CarrierProxy = field(default_factory=CarrierProxy)
     orphan_timeout: float = 60.0
     silence_limit: float = SILENCE_LIMIT
     routes: dict[int, PortRoute] = field(default_factory=dict)
 
-    async def apply(self, config: dict[str, Any]) -> dict[int, int]:
+    async def apply(self, config: proto.Config) -> dict[int, int]:
         """Make CONFIG's routes true; returns remote port → listener port."""
         wanted: dict[int, PortRoute] = {}
-        for r in config.get("routes") or []:
+        for r in config.routes:
             bridges = tuple(
                 BridgeRoute(
                     b["name"],
@@ -130,7 +130,7 @@ class Carrier:
             asyncio.open_connection(*self.control), CONNECT_TIMEOUT
         )
         try:
-            writer.write((json.dumps(self.hello) + "\n").encode())
+            writer.write(proto.encode(self.hello))
             await writer.drain()
             last_stats: dict[str, Any] = {}
             next_stats = time.monotonic() + STATS_PERIOD
@@ -142,29 +142,26 @@ class Carrier:
                     return None
                 if not line:
                     return None
-                msg = json.loads(line)
-                kind = msg.get("type")
-                if kind == "config":
+                msg = proto.decode(line)
+                if isinstance(msg, proto.Config):
                     applied = await self.apply(msg)
-                    reply = {"type": "applied", "version": msg.get("version"), "ports": applied}
-                    writer.write((json.dumps(reply) + "\n").encode())
-                    log.info("config applied", version=msg.get("version"), ports=applied)
-                elif kind == "exit":
-                    log.info("told to exit", reason=msg.get("reason"))
+                    ports = {str(k): v for k, v in applied.items()}
+                    writer.write(proto.encode(proto.Applied(msg.version, ports)))
+                    log.info("config applied", version=msg.version, ports=applied)
+                elif isinstance(msg, proto.Exit):  # from a stowaway that tells carriers to go
+                    log.info("told to exit", reason=msg.reason)
                     await self.shutdown()
-                    writer.write(b'{"type": "bye"}\n')
+                    writer.write(proto.encode(proto.Bye()))
                     await writer.drain()
                     return 0
-                elif kind == "error":
-                    log.error("stowaway refused carrier", message=msg.get("message"))
+                elif isinstance(msg, proto.Error):
+                    log.error("stowaway refused carrier", message=msg.message)
                     await self.shutdown()
                     return 1
                 if time.monotonic() >= next_stats:
                     stats = self.proxy.stats()
                     if stats != last_stats:
-                        writer.write(
-                            (json.dumps({"type": "stats", "bridges": stats}) + "\n").encode()
-                        )
+                        writer.write(proto.encode(proto.Stats(stats)))
                         last_stats = stats
                     next_stats = time.monotonic() + STATS_PERIOD
                 await writer.drain()
@@ -208,14 +205,12 @@ async def amain() -> int:
     host, _, port = _env("GEFYRA_ASYNC_CONTROL").rpartition(":")
     carrier = Carrier(
         control=(host, int(port)),
-        hello={
-            "type": "hello",
-            "role": "carrier",
-            "namespace": _env("GEFYRA_ASYNC_POD_NAMESPACE"),
-            "pod": _env("GEFYRA_ASYNC_POD_NAME"),
-            "carrier": _env("GEFYRA_ASYNC_CARRIER_NAME"),
-            "token": _env("GEFYRA_ASYNC_CARRIER_TOKEN"),
-        },
+        hello=proto.CarrierHello(
+            namespace=_env("GEFYRA_ASYNC_POD_NAMESPACE"),
+            pod=_env("GEFYRA_ASYNC_POD_NAME"),
+            carrier=_env("GEFYRA_ASYNC_CARRIER_NAME"),
+            token=_env("GEFYRA_ASYNC_CARRIER_TOKEN"),
+        ),
         redirector=IptablesRedirector(),
         orphan_timeout=float(os.environ.get("GEFYRA_ASYNC_ORPHAN_TIMEOUT", "60")),
     )

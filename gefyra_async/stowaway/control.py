@@ -4,8 +4,10 @@ Carriers (in bridged pods) say hello with a token stowaway gave them, receive th
 pod's whole config and answer which ports they redirect. Cargos (on developer machines)
 connect through the tunnel and report the addresses of their local containers; the
 source address of that connection is the client's tunnel address, which WireGuard
-authenticates. The protocol is in docs/bridge.md. The pod-rewriter reads the sessions
-and pushes configs; every change of a session is a ``PeerChanged`` event on the bus.
+authenticates. The messages and their codec are ``core/control_protocol`` (listed in
+docs/bridge.md); a peer whose line does not decode is answered with an error and hung up
+on. The pod-rewriter reads the sessions and pushes configs; every change of a session is a
+``PeerChanged`` event on the bus.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import contextlib
 import hashlib
 import hmac
 import ipaddress
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,12 +26,12 @@ import anyio.abc
 import structlog
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from gefyra_async.core import control_protocol as proto
 from gefyra_async.core.bus import EventBus
 from gefyra_async.core.events import PeerChanged
 
 log = structlog.get_logger(__name__)
 
-MAX_LINE = 1 << 20
 PING_PERIOD = 5.0
 # How a peer's connection may end (a pod deleted, a carrier killed, a bad line): normal.
 CONNECTION_ENDED = (
@@ -66,8 +67,8 @@ class Session:
         self.lock = anyio.Lock()
         self.connected_at = time.time()
 
-    async def send(self, message: dict[str, Any]) -> bool:
-        data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+    async def send(self, message: proto.Message) -> bool:
+        data = proto.encode(message)
         try:
             async with self.lock:
                 await self.stream.send(data)
@@ -161,9 +162,7 @@ class ControlServer:
         cs.dropping = cs.sent_bridges() - {b["name"] for r in routes for b in r.get("bridges", [])}
         cs.sent_version += 1
         cs.sent_routes = routes
-        return await cs.session.send(
-            {"type": "config", "version": cs.sent_version, "routes": routes}
-        )
+        return await cs.session.send(proto.Config(cs.sent_version, routes))
 
     def containers_of(self, address: str) -> dict[str, str] | None:
         return self.containers.get(address)
@@ -190,16 +189,16 @@ class ControlServer:
         reader = BufferedByteReceiveStream(stream)
         try:
             with anyio.fail_after(10):
-                hello = json.loads(await reader.receive_until(b"\n", MAX_LINE))
-            if not isinstance(hello, dict) or hello.get("type") != "hello":
-                await session.send({"type": "error", "message": "expected hello"})
-                return
-            if hello.get("role") == "carrier":
+                hello = proto.decode(await reader.receive_until(b"\n", proto.MAX_LINE))
+            if isinstance(hello, proto.CarrierHello):
                 await self._carrier(session, reader, hello, peer)
-            elif hello.get("role") == "cargo":
+            elif isinstance(hello, proto.CargoHello):
                 await self._cargo(session, reader, hello, peer)
             else:
-                await session.send({"type": "error", "message": "unknown role"})
+                await session.send(proto.Error("expected hello"))
+        except proto.ProtocolError as exc:
+            log.warning("control peer refused: malformed message", peer=peer, error=str(exc))
+            await session.send(proto.Error(str(exc)))
         except CONNECTION_ENDED as exc:
             log.debug("control connection ended", peer=peer, error=repr(exc))
         except Exception as exc:  # one connection must never take the server down
@@ -207,49 +206,53 @@ class ControlServer:
         finally:
             await session.close()
 
-    async def _lines(self, reader: BufferedByteReceiveStream, silence: float | None) -> Any:
+    async def _messages(self, reader: BufferedByteReceiveStream, silence: float | None) -> Any:
         while True:
             with anyio.fail_after(silence):  # a peer that went silent is gone
-                line = await reader.receive_until(b"\n", MAX_LINE)
+                line = await reader.receive_until(b"\n", proto.MAX_LINE)
             if line.strip():
-                yield json.loads(line)
+                yield proto.decode(line)
 
     async def _pinger(self, session: Session) -> None:
-        while await session.send({"type": "ping"}):  # noqa: ASYNC110 - a heartbeat
+        while await session.send(proto.Ping()):  # noqa: ASYNC110 - a heartbeat
             await anyio.sleep(PING_PERIOD)
 
     async def _converse(
         self,
         session: Session,
         reader: BufferedByteReceiveStream,
-        on_message: Callable[[dict[str, Any]], bool],
+        on_message: Callable[[proto.Message], bool],
         silence: float | None = None,
     ) -> None:
         """Ping the peer and hand each of its messages to ON_MESSAGE (False: stop) until it
-        goes; the end of the connection is normal, not an error."""
+        goes; the end of the connection is normal, not an error, and so is a peer that
+        breaks the protocol (it is told why and hung up on)."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._pinger, session)
             try:
-                async for msg in self._lines(reader, silence):
-                    if isinstance(msg, dict) and not on_message(msg):
+                async for msg in self._messages(reader, silence):
+                    if not on_message(msg):
                         break
+            except proto.ProtocolError as exc:
+                log.warning("control peer hung up on: malformed message", error=str(exc))
+                await session.send(proto.Error(str(exc)))
             except CONNECTION_ENDED as exc:
                 log.debug("control connection ended", error=repr(exc))
             finally:
                 tg.cancel_scope.cancel()
 
     async def _carrier(
-        self, session: Session, reader: BufferedByteReceiveStream, hello: dict[str, Any], peer: str
+        self,
+        session: Session,
+        reader: BufferedByteReceiveStream,
+        hello: proto.CarrierHello,
+        peer: str,
     ) -> None:
-        ns, pod, carrier = (
-            str(hello.get("namespace")),
-            str(hello.get("pod")),
-            str(hello.get("carrier")),
-        )
+        ns, pod, carrier = hello.namespace, hello.pod, hello.carrier
         expected = carrier_token(self.secret, ns, pod, carrier)
-        if not hmac.compare_digest(expected, str(hello.get("token", ""))):
+        if not hmac.compare_digest(expected, hello.token):
             log.warning("carrier refused: bad token", pod=f"{ns}/{pod}", peer=peer)
-            await session.send({"type": "error", "message": "bad token"})
+            await session.send(proto.Error("bad token"))
             return
         cs = CarrierSession(session, ns, pod, carrier)
         old = self.carriers.get(cs.key)
@@ -259,17 +262,16 @@ class ControlServer:
         log.info("carrier connected", pod=cs.key, carrier=carrier, peer=peer)
         self._changed("carrier", cs.key, "connected")
 
-        def on_message(msg: dict[str, Any]) -> bool:
-            kind = msg.get("type")
-            if kind == "applied":
-                cs.applied_version = int(msg.get("version", -1))
-                cs.applied_ports = {str(k): int(v) for k, v in (msg.get("ports") or {}).items()}
+        def on_message(msg: proto.Message) -> bool:
+            if isinstance(msg, proto.Applied):
+                cs.applied_version = msg.version
+                cs.applied_ports = dict(msg.ports)
                 cs.applied_at = time.monotonic()
                 self._changed("carrier", cs.key, "applied")
-            elif kind == "stats":
-                cs.stats = dict(msg.get("bridges") or {})
+            elif isinstance(msg, proto.Stats):
+                cs.stats = dict(msg.bridges)
                 self._changed("carrier", cs.key, "stats")
-            return kind != "bye"
+            return not isinstance(msg, proto.Bye)
 
         try:
             await self._converse(session, reader, on_message)
@@ -280,7 +282,11 @@ class ControlServer:
             self._changed("carrier", cs.key, "closed")
 
     async def _cargo(
-        self, session: Session, reader: BufferedByteReceiveStream, hello: dict[str, Any], peer: str
+        self,
+        session: Session,
+        reader: BufferedByteReceiveStream,
+        hello: proto.CargoHello,
+        peer: str,
     ) -> None:
         try:
             inside = ipaddress.ip_address(peer) in self.tunnel
@@ -288,11 +294,9 @@ class ControlServer:
             inside = False
         if not inside:
             log.warning("cargo refused: not from the tunnel", peer=peer)
-            await session.send(
-                {"type": "error", "message": "cargo must connect through the tunnel"}
-            )
+            await session.send(proto.Error("cargo must connect through the tunnel"))
             return
-        cargo = CargoSession(session, peer, str(hello.get("connection", "")))
+        cargo = CargoSession(session, peer, hello.connection)
         old = self.cargos.get(peer)
         if old is not None:
             await old.session.close()
@@ -301,10 +305,10 @@ class ControlServer:
         self.cargo_heard[peer] = time.monotonic()
         self._changed("cargo", peer, "connected")  # a suspended bridge resumes now
 
-        def on_message(msg: dict[str, Any]) -> bool:
+        def on_message(msg: proto.Message) -> bool:
             self.cargo_heard[peer] = time.monotonic()
-            if msg.get("type") == "containers":
-                found = {str(k): str(v) for k, v in (msg.get("containers") or {}).items()}
+            if isinstance(msg, proto.Containers):
+                found = dict(msg.containers)
                 if found != self.containers.get(peer):
                     cargo.containers = found
                     self.containers[peer] = found

@@ -15,9 +15,11 @@ import pytest
 
 from gefyra_async.carrier.agent import Carrier
 from gefyra_async.carrier.proxy import BridgeRoute, CarrierProxy, PortRoute
+from gefyra_async.core.control_protocol import CarrierHello
 from gefyra_async.core.httprules import Rule, parse_head, rules_match
 
 pytestmark = pytest.mark.anyio
+HELLO = CarrierHello(namespace="ns", pod="p", carrier="gefyra-carrier-1", token="0" * 64)
 
 
 @pytest.fixture
@@ -282,7 +284,7 @@ async def test_carrier_applies_configs_reports_them_and_exits_when_told(
     recorder = Recorder()
     carrier = Carrier(
         ("127.0.0.1", server.sockets[0].getsockname()[1]),
-        {"type": "hello", "role": "carrier", "pod": "p"},
+        HELLO,
         recorder,
     )
     assert await asyncio.wait_for(carrier.run(), 10) == 0
@@ -309,7 +311,7 @@ async def test_carrier_gives_up_and_removes_redirects_when_stowaway_is_gone() ->
     gone.close()
     await gone.wait_closed()
     recorder = Recorder()
-    carrier = Carrier(("127.0.0.1", port), {"type": "hello"}, recorder, orphan_timeout=0.3)
+    carrier = Carrier(("127.0.0.1", port), HELLO, recorder, orphan_timeout=0.3)
     assert await asyncio.wait_for(carrier.run(), 10) == 0
     assert recorder.calls[-1] == "remove_all"
 

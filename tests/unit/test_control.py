@@ -82,15 +82,19 @@ async def test_a_carrier_vanishing_mid_line_leaves_the_others_connected() -> Non
         await w_b.drain()
         await until(lambda: server.carriers["ns/b"].applied_version == msg["version"], "applied")
 
-        # A bad token is refused with an error; the server keeps serving.
-        r_c, w_c = await carrier(port, "c", token="forged")
+        # A bad token is refused with an error, a malformed one with the reason; the
+        # server keeps serving.
+        r_c, w_c = await carrier(port, "c", token="f" * 64)
         refusal = json.loads(await r_c.readline())
         assert refusal == {"type": "error", "message": "bad token"}
-        assert "ns/c" not in server.carriers
+        r_e, w_e = await carrier(port, "e", token="forged\n-j ACCEPT")
+        refusal = json.loads(await r_e.readline())
+        assert refusal == {"type": "error", "message": "a carrier's token is 64 hex digits"}
+        assert not {"ns/c", "ns/e"} & set(server.carriers)
         _, w_d = await carrier(port, "d")
         await until(lambda: "ns/d" in server.carriers, "d connected")
         assert "ns/b" in server.carriers
-        for w in (w_b, w_c, w_d):
+        for w in (w_b, w_c, w_d, w_e):
             w.close()
         tg.cancel_scope.cancel()
 
