@@ -142,9 +142,16 @@ cmd_demo() {
 	# The other direction: the cluster's traffic to demo-echo answered on this machine.
 	local local_app=demo-echo-local ask
 	ask() {
-		$KUBECTL -n "$ns" run "demo-client-$RANDOM" --rm -i --restart=Never --quiet \
-			--image="$BASE_IMAGE" --image-pull-policy=Never --command -- \
-			python3 -c "$fetch" "http://demo-echo.$ns.svc.cluster.local/hello"
+		# Not `kubectl run -i --rm`: a client that finishes before kubectl attaches loses its
+		# output (seen: the bridged answer missing from the demo). Run, wait, read the log.
+		local pod="demo-client-$RANDOM"
+		$KUBECTL -n "$ns" run "$pod" --restart=Never --quiet --image="$BASE_IMAGE" \
+			--image-pull-policy=Never --command -- \
+			python3 -c "$fetch" "http://demo-echo.$ns.svc.cluster.local/hello" >/dev/null
+		$KUBECTL -n "$ns" wait --for=jsonpath='{.status.phase}'=Succeeded "pod/$pod" \
+			--timeout=120s >/dev/null || { $KUBECTL -n "$ns" logs "$pod" >&2; die "the demo's request failed"; }
+		$KUBECTL -n "$ns" logs "$pod"
+		$KUBECTL -n "$ns" delete pod "$pod" --wait=false >/dev/null
 	}
 	local restarts_before restarts="{.items[0].status.containerStatuses[0].restartCount}"
 	restarts_before=$($KUBECTL -n "$ns" get pods -l app=demo-echo -o jsonpath="$restarts")
