@@ -13,7 +13,6 @@ on. The pod-rewriter reads the sessions and pushes configs; every change of a se
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import ipaddress
 import time
@@ -28,6 +27,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from gefyra_async.core import control_protocol as proto
 from gefyra_async.core.bus import EventBus
+from gefyra_async.core.control_plane import carrier_token
 from gefyra_async.core.events import PeerChanged
 
 log = structlog.get_logger(__name__)
@@ -44,19 +44,6 @@ CONNECTION_ENDED = (
     anyio.DelimiterNotFound,
     OSError,
 )
-
-
-def silence(heard: float | None, first_seen: float, now: float) -> float:
-    """Seconds a cargo has been silent: since its last message (HEARD), or since FIRST_SEEN —
-    when this stowaway first saw its client — if it has not spoken since then. A stowaway
-    that just started has heard nobody; its clients get the full limit from its start."""
-    return now - max(first_seen, heard if heard is not None else first_seen)
-
-
-def carrier_token(secret: str, namespace: str, pod: str, carrier: str) -> str:
-    """What a carrier must present: HMAC-SHA256(secret, "ns/pod/carrier"), hex."""
-    message = f"{namespace}/{pod}/{carrier}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 class Session:

@@ -52,10 +52,10 @@ from gefyra_async.core.bridges import (
 )
 from gefyra_async.core.bus import EventBus, next_burst
 from gefyra_async.core.conditions import set_condition
+from gefyra_async.core.control_plane import ControlPlane, carrier_token, silence
 from gefyra_async.core.events import Event, ObjectChanged, PeerChanged, Resync, StoreSynced
 from gefyra_async.core.settings import Settings
 from gefyra_async.core.store import Key, StoreView
-from gefyra_async.stowaway.control import ControlServer, carrier_token, silence
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +84,7 @@ class PodRewriter:
         self,
         settings: Settings,
         api: Any,
-        control: ControlServer,
+        control: ControlPlane,
         *,
         pod_ip: str,
         control_address: str,

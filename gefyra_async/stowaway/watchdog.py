@@ -22,9 +22,9 @@ import structlog
 from gefyra_async.adapters.kube_objects import Clients, record_event
 from gefyra_async.core import names
 from gefyra_async.core.bus import EventBus
+from gefyra_async.core.control_plane import ControlPlane, silence
 from gefyra_async.core.settings import Settings
 from gefyra_async.core.store import StoreView
-from gefyra_async.stowaway.control import ControlServer, silence
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +36,7 @@ class Watchdog:
         self,
         settings: Settings,
         api: Any,
-        control: ControlServer,
+        control: ControlPlane,
         *,
         clients: StoreView,
         period: float = 5.0,

@@ -12,7 +12,8 @@ import anyio
 import pytest
 
 from gefyra_async.core.bus import EventBus
-from gefyra_async.stowaway.control import ControlServer, carrier_token, silence
+from gefyra_async.core.control_plane import carrier_token, silence
+from gefyra_async.stowaway.control import ControlServer
 
 pytestmark = pytest.mark.anyio
 SECRET = "s3cret"
