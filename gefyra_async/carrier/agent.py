@@ -4,9 +4,11 @@ Stowaway adds carrier to a pod as an ephemeral container (NET_ADMIN, the pod's n
 namespace) and gives it, in its environment, where the control server is and a token.
 Carrier keeps one connection to stowaway and makes each ``config`` true: a listener per
 bridged port (``carrier/proxy.py``) and ``nat PREROUTING -p tcp --dport P
--j REDIRECT`` to it. It removes every redirect and exits when stowaway says ``exit``,
-on SIGTERM, on a refused token, or when stowaway has been unreachable for longer than
-the orphan timeout — a vanished cluster side must not leave a pod intercepted.
+-j REDIRECT`` to it. A config without routes leaves it idle (no redirect, no listener),
+ready for the pod's next bridge. It removes every redirect and exits on SIGTERM, on a
+refused token, when told ``exit`` (by an older stowaway), or when stowaway has been
+unreachable for longer than the orphan timeout — a vanished cluster side must not leave
+a pod intercepted.
 """
 
 from __future__ import annotations

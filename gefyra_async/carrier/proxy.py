@@ -152,9 +152,6 @@ class _Prefixed:
         self._reader = reader
         self._buffer = bytearray(prefix)
 
-    def at_eof(self) -> bool:
-        return not self._buffer and self._reader.at_eof()
-
     async def read(self, n: int = -1) -> bytes:
         if not self._buffer:
             return await self._reader.read(n)

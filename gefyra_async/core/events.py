@@ -7,6 +7,7 @@ state: an actor that misses one still converges through its periodic resync.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -66,6 +67,18 @@ class StoreSynced(Event):
 
     resource: str
     changed: int
+
+
+def about(*resources: str) -> Callable[[Event], bool]:
+    """A subscription filter (``bus.subscribe(where=...)``): watch hints about RESOURCES
+    only; every other event passes."""
+
+    def wanted(event: Event) -> bool:
+        if isinstance(event, ObjectChanged | StoreSynced):
+            return event.resource in resources
+        return True
+
+    return wanted
 
 
 # ---- Bridges ------------------------------------------------------------------------

@@ -13,7 +13,7 @@ write. Pure logic, no I/O.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, Protocol
 
 
@@ -100,9 +100,6 @@ class Store:
 
     def __len__(self) -> int:
         return len(self._objects)
-
-    def __iter__(self) -> Iterator[Key]:
-        return iter(self.keys())
 
     # ---- writing (the watch) ----
 

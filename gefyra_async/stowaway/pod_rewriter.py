@@ -53,7 +53,14 @@ from gefyra_async.core.bridges import (
 from gefyra_async.core.bus import EventBus, next_burst
 from gefyra_async.core.conditions import set_condition
 from gefyra_async.core.control_plane import ControlPlane, carrier_token, silence
-from gefyra_async.core.events import Event, ObjectChanged, PeerChanged, Resync, StoreSynced
+from gefyra_async.core.events import (
+    Event,
+    ObjectChanged,
+    PeerChanged,
+    Resync,
+    StoreSynced,
+    about,
+)
 from gefyra_async.core.settings import Settings
 from gefyra_async.core.store import Key, StoreView
 
@@ -120,15 +127,6 @@ class PodRewriter:
 
     # ---- hints ----
 
-    def _about_us(self, event: Event) -> bool:
-        if isinstance(event, ObjectChanged | StoreSynced):
-            return event.resource in (
-                self.pods.resource,
-                self.bridges.resource,
-                self.clients.resource,
-            )
-        return True
-
     def _take(self, event: Event) -> None:
         if isinstance(event, ObjectChanged) and event.resource == self.pods.resource:
             self._note_ready(f"{event.namespace}/{event.name}")
@@ -155,7 +153,12 @@ class PodRewriter:
 
     async def run(self, bus: EventBus) -> None:
         subscription = bus.subscribe(
-            ObjectChanged, StoreSynced, PeerChanged, Resync, name=self.name, where=self._about_us
+            ObjectChanged,
+            StoreSynced,
+            PeerChanged,
+            Resync,
+            name=self.name,
+            where=about(self.pods.resource, self.bridges.resource, self.clients.resource),
         )
         async with subscription as events:
             while True:

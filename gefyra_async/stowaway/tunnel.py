@@ -27,7 +27,7 @@ from gefyra_async.core import names
 from gefyra_async.core.bus import EventBus, next_burst
 from gefyra_async.core.clients import Plan, plan_clients
 from gefyra_async.core.conditions import set_condition
-from gefyra_async.core.events import Event, ObjectChanged, StoreSynced
+from gefyra_async.core.events import ObjectChanged, StoreSynced, about
 from gefyra_async.core.settings import Settings
 from gefyra_async.core.store import StoreView
 
@@ -95,7 +95,7 @@ class StowawayTunnel:
         dns = cluster_dns_from_resolv_conf()
         async with (
             bus.subscribe(
-                ObjectChanged, StoreSynced, name=self.name, where=self._about_clients
+                ObjectChanged, StoreSynced, name=self.name, where=about(self.store.resource)
             ) as events,
             anyio.create_task_group() as tg,
         ):
@@ -140,9 +140,6 @@ class StowawayTunnel:
                     await next_burst(events, wait=self.status_period, settle=0.05)
             finally:
                 mark_ready(False)
-
-    def _about_clients(self, event: Event) -> bool:
-        return getattr(event, "resource", None) == self.store.resource
 
     async def reconcile(
         self, uapi: Uapi, keys: KeyPair, ranges: list[str], dns: str | None

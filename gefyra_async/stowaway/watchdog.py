@@ -4,8 +4,9 @@ A laptop that goes away without `gefyra-async down` first has its bridges suspen
 pod-rewriter (after ``client_silence_limit``). If its cargo stays silent for
 ``client_reap_after`` (a day by default), the watchdog deletes its Client object: the
 Bridges it owns are garbage-collected, their finalizers make the carriers remove their
-redirects and exit, and stowaway drops the WireGuard peer — nothing of that laptop is left
-in the cluster. When it does come back, `gefyra-async up` connects it anew.
+redirects (they idle, for the pods' next bridges), and stowaway drops the WireGuard
+peer — nothing of that laptop is left in the cluster. When it does come back,
+`gefyra-async up` connects it anew.
 
 Silence is measured from the last message of the client's cargo on the control connection,
 or — for a client not heard since stowaway started — from when the watchdog first saw it.
